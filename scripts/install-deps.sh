@@ -12,9 +12,11 @@ packages=(
   liburcu-dev libspdlog-dev libcli11-dev nlohmann-json3-dev libyaml-cpp-dev libcpp-httplib-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev libfuzzer-14-dev libclang-rt-14-dev
-  iproute2 iputils-ping tcpdump ethtool netsniff-ng strace procps kmod
+  iproute2 iputils-ping tcpdump ethtool netsniff-ng strace procps kmod curl util-linux
   # real front-ends: DPDK virtio_user, QEMU guests
   dpdk dpdk-dev qemu-system-x86 busybox-static cpio
+  # chart tests: helm and Kubernetes schemas come from the npm registry
+  unzip
 )
 
 missing=()
@@ -33,6 +35,15 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# Node.js for the chart tests: any distribution's node >= 14 will do.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "install-deps: installing nodejs and npm"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+"$(dirname "$0")/install-chart-tools.sh"
 
 # BPF programs pin maps under bpffs; mount it if the host has not.
 if [[ $(id -u) -eq 0 ]] && ! grep -q ' /sys/fs/bpf bpf ' /proc/mounts; then
