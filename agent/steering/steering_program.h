@@ -1,0 +1,140 @@
+// The loader and map owner of the XDP steering program (bpf/xvio_steer.bpf.c):
+// open, adopt pinned maps, load, attach through libxdp, and the typed map
+// operations the agent needs (ports, AF_XDP sockets, config, counters).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "agent/steering/toeplitz.h"
+#include "bpf/xvio_shared.h"
+
+struct xvio_steer;
+struct xdp_program;
+
+namespace xvio::steering {
+
+using MacAddress = std::array<std::uint8_t, 6>;
+
+// "02:00:00:00:00:01" -> bytes; an error names the bad input.
+absl::StatusOr<MacAddress> ParseMacAddress(std::string_view text);
+std::string FormatMacAddress(const MacAddress& mac);
+
+struct SteeringOptions {
+  // bpffs directory for the maps (e.g. /sys/fs/bpf/xvio). Maps already pinned
+  // there are adopted, so a restarted agent keeps ports, sockets, config and
+  // counters; the others are pinned there after load. Empty: no pinning.
+  std::string pin_directory;
+  // Load xvio_steer_frags (BPF_F_XDP_HAS_FRAGS) instead of xvio_steer, for
+  // uplinks whose MTU needs multi-buffer frames.
+  bool multi_buffer = false;
+};
+
+enum class XdpMode { kNative, kSkb };
+std::string_view XdpModeName(XdpMode mode);
+
+// What Attach achieved.
+struct AttachResult {
+  XdpMode mode = XdpMode::kNative;  // as the kernel reports it after attaching
+  // Why native mode was not used (empty when it was): the driver has no
+  // native XDP, or refused this program.
+  std::string native_attach_error;
+  // True when libxdp's multi-program dispatcher runs the program; false when
+  // libxdp attached it alone (it falls back when the dispatcher cannot load,
+  // e.g. without CAP_PERFMON, or when the program was loaded beforehand).
+  bool dispatcher = false;
+};
+
+// Defaults written into fresh (not adopted) maps at load: every hash type but
+// the _EX ones, Microsoft RSS key, one socket per queue, broadcast, multicast
+// and unknown unicast to the host, malformed frames for ports dropped.
+xvio_config DefaultSteeringConfig();
+
+// Not thread-safe as an object (one owner, the agent's control thread); the
+// map operations are single syscalls and take effect for the next frame.
+class SteeringProgram {
+ public:
+  // Opens the embedded BPF object and adopts pinned maps (nothing is loaded
+  // into the kernel yet).
+  static absl::StatusOr<std::unique_ptr<SteeringProgram>> Open(const SteeringOptions& options);
+  ~SteeringProgram();
+  SteeringProgram(const SteeringProgram&) = delete;
+  SteeringProgram& operator=(const SteeringProgram&) = delete;
+
+  // Loads the program and maps into the kernel, pins new maps and writes the
+  // default config into fresh ones. Needed before map operations or test runs.
+  // Attach() loads by itself if this was not called, which lets libxdp load the
+  // program as a dispatcher component; loading first forces single-program mode.
+  absl::Status Load();
+
+  // Attaches to `ifindex` (in the calling thread's network namespace) in
+  // native mode; when that fails and `allow_skb_fallback`, in skb (generic)
+  // mode. Fails if already attached. Until ports and sockets are set, the
+  // program passes every frame to the host, so attaching first is safe.
+  absl::StatusOr<AttachResult> Attach(int ifindex, bool allow_skb_fallback = true);
+  // Detaches from the interface Attach() used; no-op when not attached.
+  absl::Status Detach();
+
+  bool loaded() const { return loaded_; }
+  // Names of the maps adopted from the pin directory at Open().
+  const std::vector<std::string>& adopted_maps() const { return adopted_maps_; }
+  // The fd of the loaded program (for bpf_prog_test_run_opts).
+  int program_fd() const;
+
+  // Port map: frames for `mac` on outer VLAN `vlan_id` (0 = untagged) go to `port_id`.
+  absl::Status UpsertPort(const MacAddress& mac, std::uint16_t vlan_id, std::uint32_t port_id,
+                          std::uint32_t flags = 0);
+  absl::Status DeletePort(const MacAddress& mac, std::uint16_t vlan_id);
+
+  // AF_XDP socket map: slot = rx queue * sockets_per_queue + hash % sockets_per_queue.
+  absl::Status SetSocket(std::uint32_t slot, int xsk_fd);
+  absl::Status ClearSocket(std::uint32_t slot);
+
+  absl::StatusOr<xvio_config> ReadConfig() const;
+  absl::Status WriteConfig(const xvio_config& config);
+  // Rebuilds the Toeplitz table from `key` and records the key in the config.
+  // The 36 KiB table is replaced in one map update that is not atomic for
+  // readers: frames hashed during it may get a mix of old and new key.
+  absl::Status SetHashKey(const ToeplitzKey& key);
+  absl::Status SetSymmetricHash(bool symmetric);
+  absl::Status SetHashFields(std::uint32_t hash_fields);
+  absl::Status SetActions(xvio_action broadcast, xvio_action multicast, xvio_action unknown_unicast,
+                          xvio_action malformed);
+  absl::Status SetSocketsPerQueue(std::uint32_t sockets_per_queue);
+
+  // Counters summed over CPUs, indexed by enum xvio_counter.
+  using Counters = std::array<std::uint64_t, XVIO_COUNTER_COUNT>;
+  absl::StatusOr<Counters> ReadCounters() const;
+
+  // Map fds (valid after Load/Attach), e.g. for xsk_socket__update_xskmap.
+  int ports_map_fd() const;
+  int xsks_map_fd() const;
+  int config_map_fd() const;
+  int toeplitz_map_fd() const;
+  int counters_map_fd() const;
+
+ private:
+  SteeringProgram() = default;
+  absl::Status AdoptPinnedMaps();
+  absl::Status AfterLoad();
+  absl::Status RequireLoaded(std::string_view operation) const;
+
+  SteeringOptions options_;
+  xvio_steer* skeleton_ = nullptr;
+  xdp_program* xdp_program_ = nullptr;
+  bool loaded_ = false;
+  int attached_ifindex_ = 0;
+  XdpMode attached_mode_ = XdpMode::kNative;
+  std::vector<std::string> adopted_maps_;
+};
+
+// "received", "parse_error_ipv4_bad_ihl", ...: stable names for metrics.
+std::string_view CounterName(std::uint32_t counter);
+
+}  // namespace xvio::steering
