@@ -40,7 +40,9 @@ NetNamespace::NetNamespace()
   RunCommandOrThrow(Exec("ip link set lo up"));
 }
 
-NetNamespace::~NetNamespace() { RunCommand("ip netns del " + name_); }
+NetNamespace::~NetNamespace() {
+  RunCommand("ip netns del " + name_);
+}
 
 std::string NetNamespace::Exec(std::string_view command) const {
   return "ip netns exec " + name_ + " " + std::string(command);
@@ -49,12 +51,14 @@ std::string NetNamespace::Exec(std::string_view command) const {
 VethPair::VethPair(const NetNamespace& a, const NetNamespace& b, VethOptions options)
     : a_(a), b_(b), options_(std::move(options)) {
   const std::string queues = std::to_string(options_.queues);
-  std::string add = "ip -n " + a.name() + " link add " + options_.name_a +
-                    " numrxqueues " + queues + " numtxqueues " + queues;
-  if (!options_.mac_a.empty()) add += " address " + options_.mac_a;
-  add += " type veth peer name " + options_.name_b + " netns " + b.name() +
-         " numrxqueues " + queues + " numtxqueues " + queues;
-  if (!options_.mac_b.empty()) add += " address " + options_.mac_b;
+  std::string add = "ip -n " + a.name() + " link add " + options_.name_a + " numrxqueues " +
+                    queues + " numtxqueues " + queues;
+  if (!options_.mac_a.empty())
+    add += " address " + options_.mac_a;
+  add += " type veth peer name " + options_.name_b + " netns " + b.name() + " numrxqueues " +
+         queues + " numtxqueues " + queues;
+  if (!options_.mac_b.empty())
+    add += " address " + options_.mac_b;
   RunCommandOrThrow(add);
   const std::string mtu = std::to_string(options_.mtu);
   RunCommandOrThrow("ip -n " + a.name() + " link set " + options_.name_a + " mtu " + mtu + " up");
@@ -69,12 +73,17 @@ VethPair::VethPair(const NetNamespace& a, const NetNamespace& b, VethOptions opt
   }
 }
 
-int VethPair::IfindexA() const { return IfindexIn(a_, options_.name_a); }
-int VethPair::IfindexB() const { return IfindexIn(b_, options_.name_b); }
+int VethPair::IfindexA() const {
+  return IfindexIn(a_, options_.name_a);
+}
+int VethPair::IfindexB() const {
+  return IfindexIn(b_, options_.name_b);
+}
 
 ScopedNetns::ScopedNetns(const NetNamespace& ns) {
   original_fd_ = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  if (original_fd_ < 0) throw std::runtime_error("cannot open own network namespace");
+  if (original_fd_ < 0)
+    throw std::runtime_error("cannot open own network namespace");
   const std::string path = "/run/netns/" + ns.name();
   int target_fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (target_fd < 0) {
@@ -102,6 +111,8 @@ int IfindexIn(const NetNamespace& ns, const std::string& ifname) {
   return static_cast<int>(if_nametoindex(ifname.c_str()));
 }
 
-bool HaveLabPrivileges() { return geteuid() == 0; }
+bool HaveLabPrivileges() {
+  return geteuid() == 0;
+}
 
 }  // namespace xvio::testing

@@ -23,20 +23,23 @@ struct {
 const volatile __u32 generator_target_ifindex = 0;
 
 SEC("xdp")
-int bench_redirect(struct xdp_md *ctx) {
+int bench_redirect(struct xdp_md* ctx) {
   return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 }
 
 SEC("xdp")
-int bench_generate(struct xdp_md *ctx) { return bpf_redirect(generator_target_ifindex, 0); }
+int bench_generate(struct xdp_md* ctx) {
+  return bpf_redirect(generator_target_ifindex, 0);
+}
 
 // The sink at the generator's end: counts what the side under test delivered
 // and drops it, so delivered packets are measured where they arrive.
 SEC("xdp")
-int bench_sink(struct xdp_md *ctx) {
+int bench_sink(struct xdp_md* ctx) {
   __u32 key = 0;
-  __u64 *count = bpf_map_lookup_elem(&sink_packets, &key);
-  if (count) *count += 1;
+  __u64* count = bpf_map_lookup_elem(&sink_packets, &key);
+  if (count)
+    *count += 1;
   return XDP_DROP;
 }
 
