@@ -12,7 +12,7 @@ packages=(
   liburcu-dev libspdlog-dev libcli11-dev nlohmann-json3-dev libyaml-cpp-dev libcpp-httplib-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev libfuzzer-14-dev libclang-rt-14-dev
-  iproute2 iputils-ping tcpdump ethtool netsniff-ng strace procps kmod curl util-linux
+  iproute2 iputils-ping tcpdump ethtool netsniff-ng strace procps kmod curl util-linux openssl
   # real front-ends: DPDK virtio_user, QEMU guests
   dpdk dpdk-dev qemu-system-x86 busybox-static cpio
   # chart tests: helm and Kubernetes schemas come from the npm registry
