@@ -17,8 +17,16 @@ cd "$cache"
 
 deb=$(ls linux-image-6.1.0-*-amd64_*.deb 2>/dev/null | sort -V | tail -1 || true)
 if [ -z "$deb" ]; then
-  package=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64$' |
-            awk '{print $1}' | sort -V | tail -1)
+  find_kernel_package() {
+    apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64$' | awk '{print $1}' |
+      sort -V | tail -1
+  }
+  package=$(find_kernel_package)
+  if [ -z "$package" ]; then
+    # A machine whose package lists were never fetched (or were cleaned).
+    apt-get update -qq >&2
+    package=$(find_kernel_package)
+  fi
   [ -n "$package" ] || { echo "no linux-image-6.1.0-*-amd64 package known to apt" >&2; exit 1; }
   apt-get download "$package" >&2
   deb=$(ls linux-image-6.1.0-*-amd64_*.deb | sort -V | tail -1)
