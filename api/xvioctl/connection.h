@@ -23,8 +23,6 @@ enum ExitCode : int {
   kExitDenied = 7,       // UNAUTHENTICATED, PERMISSION_DENIED
 };
 int ExitCodeFor(const grpc::Status& status);
-// "NOT_FOUND", "INVALID_ARGUMENT", ...
-const char* CodeText(grpc::StatusCode code);
 
 struct ConnectionOptions {
   std::string address = "unix:///run/xvio/xvio.sock";

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "api/status_code_name.h"
 #include "api/xvioctl/connection.h"
 #include "api/xvioctl/render.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -79,8 +80,8 @@ class Client {
 };
 
 int Fail(const grpc::Status& status) {
-  std::cerr << "xvioctl: " << CodeText(status.error_code()) << ": " << status.error_message()
-            << "\n";
+  std::cerr << "xvioctl: " << api::StatusCodeName(status.error_code()) << ": "
+            << status.error_message() << "\n";
   return ExitCodeFor(status);
 }
 
