@@ -7,6 +7,8 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -61,8 +63,8 @@ const char* DropReasonName(DropReason reason) {
       return "port_not_ready";
     case DropReason::kGuestRingFull:
       return "guest_ring_full";
-    case DropReason::kOffloadNotSupported:
-      return "offload_not_yet_supported_on_uplink_path";
+    case DropReason::kOffloadRejected:
+      return "offload_rejected";
     case DropReason::kFrameTooLarge:
       return "frame_too_large";
     case DropReason::kMalformed:
@@ -110,14 +112,38 @@ absl::Status UplinkRelay::Setup() {
                                                                "': ", attached.status().message()));
   attach_result_ = *attached;
 
-  // Per queue: fill ring (2 x ring) + RX + TX + completion rings, plus one
-  // burst of frames being built for transmit.
-  const uint32_t frames_per_queue = 5 * options_.ring_size + kBurst;
+  uplink_mtu_bytes_ = options_.uplink_mtu_bytes;
+  if (uplink_mtu_bytes_ == 0) {
+    const int probe = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ifreq request{};
+    std::snprintf(request.ifr_name, sizeof(request.ifr_name), "%s", name.c_str());
+    const bool read = probe >= 0 && ioctl(probe, SIOCGIFMTU, &request) == 0;
+    const int error = errno;
+    if (probe >= 0)
+      close(probe);
+    if (!read)
+      return absl::InternalError(absl::StrCat("reading the MTU of uplink '", name,
+                                              "' (SIOCGIFMTU): ", std::strerror(error)));
+    uplink_mtu_bytes_ = static_cast<uint32_t>(request.ifr_mtu);
+  }
+
+  // Per queue: fill ring (2 x ring) + RX + TX + completion rings, plus the
+  // frames one guest burst may build for transmit (segments included).
+  const uint32_t frames_per_queue = 5 * options_.ring_size + kMaxTransmitDescriptors;
   auto umem = xsk::Umem::Create(
       {.frame_size_bytes = 4096, .frame_count = options_.queue_count * frames_per_queue});
   if (!umem.ok())
     return umem.status();
   umem_ = std::move(*umem);
+  // Segments carry the MTU plus an Ethernet header and up to two VLAN tags.
+  const uint32_t largest_segment_bytes = uplink_mtu_bytes_ + 14 + 8;
+  if (largest_segment_bytes > umem_->frame_size_bytes() - umem_->data_offset_bytes())
+    return absl::InvalidArgumentError(
+        absl::StrCat("uplink MTU ", uplink_mtu_bytes_, " does not fit one UMEM frame (",
+                     umem_->frame_size_bytes() - umem_->data_offset_bytes(),
+                     " bytes): set a smaller MTU on '", name, "' or pass uplink_mtu_bytes"));
+  offload_ = std::make_unique<datapath::SoftwareOffload>(uplink_mtu_bytes_);
+  gso_frame_.resize(kMaxGsoFrameBytes);
   for (uint32_t queue = 0; queue < options_.queue_count; ++queue) {
     auto socket = xsk::Socket::Create(umem_, {.interface_name = name,
                                               .queue_id = queue,
@@ -284,6 +310,12 @@ RelayStats UplinkRelay::Stats() const {
   stats.uplink_tx_bytes = Load(uplink_tx_bytes_);
   for (size_t i = 0; i < static_cast<size_t>(DropReason::kCount); ++i)
     stats.drops[i] = Load(drops_[i]);
+  for (size_t i = 0; i < static_cast<size_t>(datapath::OffloadError::kCount); ++i)
+    stats.offload_rejected[i] = Load(offload_rejected_[i]);
+  stats.offload_frames_segmented = Load(offload_frames_segmented_);
+  stats.offload_segments_produced = Load(offload_segments_produced_);
+  stats.offload_checksums_completed = Load(offload_checksums_completed_);
+  stats.uplink_mtu_bytes = uplink_mtu_bytes_;
   stats.polls = Load(polls_);
   stats.sleeps = Load(sleeps_);
   stats.wakeups = Load(wakeups_);
@@ -409,21 +441,40 @@ uint32_t UplinkRelay::ServeGuestTransmit(PortState& source, uint16_t queue_pair)
     return 0;
 
   xsk::Socket& socket = *sockets_[queue_pair % sockets_.size()];
-  const uint32_t allocated = umem_->AllocateFrames(std::span(transmit_frames_, count));
+  // We are the TX ring's only producer: what the kernel has not taken is
+  // all that occupies it. Building no more than fits means Transmit takes
+  // every descriptor, so a GSO frame's segments leave all together or not.
+  const uint32_t transmit_budget = std::min<uint32_t>(
+      kMaxTransmitDescriptors,
+      options_.ring_size - std::min(options_.ring_size, socket.PendingTransmit()));
+  uint32_t allocated = umem_->AllocateFrames(std::span(transmit_frames_, count));
+  // Makes transmit_frames_[0..wanted) ours; false if the UMEM is short.
+  auto have_frames = [&](uint32_t wanted) {
+    if (wanted > allocated)
+      allocated +=
+          umem_->AllocateFrames(std::span(transmit_frames_ + allocated, wanted - allocated));
+    return allocated >= wanted;
+  };
   const uint32_t capacity_bytes = umem_->frame_size_bytes() - umem_->data_offset_bytes();
   Outcome outcome[kBurst];
   DropReason reason[kBurst];
-  uint16_t uplink_frame_of[kBurst];  // uplink descriptor -> burst index
-  uint16_t local_frame_of[kBurst];   // pending_ entry -> burst index
+  datapath::OffloadError offload_error[kBurst];
+  uint16_t segments_of[kBurst];  // uplink frames a GSO frame became (0: not GSO)
+  bool checksum_completed[kBurst];
+  uint16_t uplink_frame_of[kMaxTransmitDescriptors];  // uplink descriptor -> burst index
+  uint16_t local_frame_of[kBurst];                    // pending_ entry -> burst index
   uint32_t uplink_count = 0;
   uint32_t local_count = 0;
-  // Frames after the first one that finds no UMEM frame stay in the guest ring.
+  // Frames from the first one that finds no UMEM frame or TX slot stay in
+  // the guest ring.
   uint16_t completed = count;
   for (uint16_t i = 0; i < count; ++i) {
     const vhost::TransmitFrame& frame = burst.frames[i];
     const auto segments = burst.Segments(frame);
     uint8_t destination[kEthernetAddressBytes];
     outcome[i] = Outcome::kDrop;
+    segments_of[i] = 0;
+    checksum_completed[i] = false;
     if (frame.length_bytes < kEthernetAddressBytes ||
         !CopyPrefix(segments, destination, kEthernetAddressBytes)) {
       reason[i] = DropReason::kMalformed;
@@ -439,34 +490,97 @@ uint32_t UplinkRelay::ServeGuestTransmit(PortState& source, uint16_t queue_pair)
                                  vhost::ReceiveFrame{&frame.header, segments, frame.length_bytes}};
       continue;
     }
-    if ((frame.header.flags & vhost::kNetHeaderNeedsCsum) != 0 ||
-        frame.header.gso_type != vhost::kGsoNone) {
-      reason[i] = DropReason::kOffloadNotSupported;
+    const vhost::VirtioNetHeader& header = frame.header;
+    const bool needs_checksum = (header.flags & vhost::kNetHeaderNeedsCsum) != 0;
+    if (header.gso_type == vhost::kGsoNone) {
+      if (frame.length_bytes > capacity_bytes) {
+        reason[i] = DropReason::kFrameTooLarge;
+        continue;
+      }
+      if (uplink_count == transmit_budget || !have_frames(uplink_count + 1)) {
+        completed = i;  // no TX slot or UMEM frame: retry this frame next round
+        break;
+      }
+      const uint64_t address = transmit_frames_[uplink_count] + umem_->data_offset_bytes();
+      uint8_t* out = reinterpret_cast<uint8_t*>(umem_->Data(address));
+      uint32_t copied = 0;
+      for (const vhost::HostSegment& segment : segments) {
+        std::memcpy(out + copied, segment.data, segment.length_bytes);
+        copied += segment.length_bytes;
+      }
+      if (needs_checksum) {
+        // Completed in our copy, which the guest cannot change under us.
+        const datapath::OffloadError error = offload_->CompletePartialChecksum(
+            std::span(out, frame.length_bytes), header.csum_start, header.csum_offset);
+        if (error != datapath::OffloadError::kNone) {
+          reason[i] = DropReason::kOffloadRejected;
+          offload_error[i] = error;
+          continue;  // the UMEM frame is reused by the next frame
+        }
+        checksum_completed[i] = true;
+      }
+      outcome[i] = Outcome::kUplink;
+      uplink_frame_of[uplink_count] = i;
+      transmit_descriptors_[uplink_count++] = {address, frame.length_bytes, 0};
       continue;
     }
-    if (frame.length_bytes > capacity_bytes) {
+
+    // GSO: one guest frame becomes up to ceil(length / gso_size) uplink
+    // frames (an upper bound: the length includes the headers).
+    if (frame.length_bytes > kMaxGsoFrameBytes) {
       reason[i] = DropReason::kFrameTooLarge;
       continue;
     }
-    if (uplink_count == allocated) {
-      completed = i;  // UMEM exhausted: retry this frame next round
+    uint32_t wanted_segments =
+        header.gso_size == 0 ? 1 : (frame.length_bytes + header.gso_size - 1) / header.gso_size;
+    // More than this fails as too_many_segments in Segment; capped by the
+    // ring so a frame that needs a whole empty ring still goes some day.
+    wanted_segments = std::min({wanted_segments, kMaxSegmentsPerFrame, options_.ring_size});
+    if (uplink_count + wanted_segments > transmit_budget ||
+        !have_frames(uplink_count + wanted_segments)) {
+      completed = i;  // not all segments fit now: the guest frame waits whole
       break;
     }
-    const uint64_t address = transmit_frames_[uplink_count] + umem_->data_offset_bytes();
-    std::byte* out = umem_->Data(address);
+    uint32_t copied = 0;
     for (const vhost::HostSegment& segment : segments) {
-      std::memcpy(out, segment.data, segment.length_bytes);
-      out += segment.length_bytes;
+      std::memcpy(gso_frame_.data() + copied, segment.data, segment.length_bytes);
+      copied += segment.length_bytes;
+    }
+    for (uint32_t s = 0; s < wanted_segments; ++s) {
+      const uint64_t address = transmit_frames_[uplink_count + s] + umem_->data_offset_bytes();
+      segment_outputs_[s] =
+          std::span(reinterpret_cast<uint8_t*>(umem_->Data(address)), capacity_bytes);
+    }
+    const datapath::OffloadRequest request{.flags = header.flags,
+                                           .gso_type = header.gso_type,
+                                           .hdr_len = header.hdr_len,
+                                           .gso_size = header.gso_size,
+                                           .csum_start = header.csum_start,
+                                           .csum_offset = header.csum_offset};
+    const datapath::SegmentResult result =
+        offload_->Segment(std::span<const uint8_t>(gso_frame_.data(), frame.length_bytes), request,
+                          std::span<const std::span<uint8_t>>(segment_outputs_, wanted_segments),
+                          std::span(segment_lengths_, wanted_segments));
+    if (result.error != datapath::OffloadError::kNone) {
+      reason[i] = DropReason::kOffloadRejected;
+      offload_error[i] = result.error;
+      continue;
+    }
+    for (uint32_t s = 0; s < result.segment_count; ++s) {
+      const uint64_t address = transmit_frames_[uplink_count] + umem_->data_offset_bytes();
+      uplink_frame_of[uplink_count] = i;
+      transmit_descriptors_[uplink_count++] = {address, segment_lengths_[s], 0};
     }
     outcome[i] = Outcome::kUplink;
-    uplink_frame_of[uplink_count] = i;
-    transmit_descriptors_[uplink_count++] = {address, frame.length_bytes, 0};
+    segments_of[i] = static_cast<uint16_t>(result.segment_count);
   }
 
   const uint32_t sent =
       socket.Transmit(std::span<const xdp_desc>(transmit_descriptors_, uplink_count));
+  // Cannot happen while the budget above holds; if it did, the guest frame
+  // whose descriptor was refused is retried whole.
   if (sent < uplink_count)
-    completed = std::min(completed, uplink_frame_of[sent]);  // TX ring full: the rest wait
+    completed = std::min(completed, uplink_frame_of[sent]);
   // Frames built but not sent, and frames allocated but not used, go back
   // (transmit_frames_[d] is descriptor d's frame).
   umem_->ReleaseFrames(std::span<const uint64_t>(transmit_frames_ + sent, allocated - sent));
@@ -476,7 +590,6 @@ uint32_t UplinkRelay::ServeGuestTransmit(PortState& source, uint16_t queue_pair)
     sent_bytes += transmit_descriptors_[d].len;
   Increment(uplink_tx_frames_, sent);
   Increment(uplink_tx_bytes_, sent_bytes);
-  Increment(source.to_uplink_frames, sent);
 
   uint32_t local_delivered = 0;
   while (local_delivered < local_count && local_frame_of[local_delivered] < completed)
@@ -484,10 +597,23 @@ uint32_t UplinkRelay::ServeGuestTransmit(PortState& source, uint16_t queue_pair)
   // Guest memory of the peeked chains stays valid until CompleteTransmit.
   DeliverPending(local_delivered, /*local=*/true);
   Increment(source.to_local_frames, local_delivered);
+  uint64_t to_uplink = 0, segmented = 0, segments_produced = 0, checksums = 0;
   for (uint16_t i = 0; i < completed; ++i) {
-    if (outcome[i] == Outcome::kDrop)
+    if (outcome[i] == Outcome::kUplink) {
+      ++to_uplink;
+      segmented += segments_of[i] > 0 ? 1 : 0;
+      segments_produced += segments_of[i];
+      checksums += checksum_completed[i] ? 1 : 0;
+    } else if (outcome[i] == Outcome::kDrop) {
       Drop(reason[i]);
+      if (reason[i] == DropReason::kOffloadRejected)
+        Increment(offload_rejected_[static_cast<size_t>(offload_error[i])], 1);
+    }
   }
+  Increment(source.to_uplink_frames, to_uplink);
+  Increment(offload_frames_segmented_, segmented);
+  Increment(offload_segments_produced_, segments_produced);
+  Increment(offload_checksums_completed_, checksums);
   transmit.CompleteTransmit(burst, completed);
   return completed;
 }

@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "agent/datapath/software_offload.h"
 #include "agent/steering/steering_program.h"
 #include "agent/vhost/port.h"
 #include "agent/vhost/virtqueue.h"
@@ -38,18 +39,22 @@ struct UplinkRelayOptions {
   std::chrono::microseconds idle_poll{200};
   // Pin the worker to this CPU (-1: no pinning).
   int cpu = -1;
+  // Largest IP datagram a segment of a guest GSO frame may carry on the
+  // uplink. 0: the uplink's MTU, read once at Create (SIOCGIFMTU); a later
+  // MTU change needs a new relay.
+  uint32_t uplink_mtu_bytes = 0;
 };
 
 // Why the relay discarded a frame. Every frame it takes from a ring ends as
 // delivered or under exactly one of these.
 enum class DropReason : uint8_t {
-  kBadMetadata,          // uplink frame without a valid xvio_metadata record
-  kUnknownPort,          // metadata names a port id the relay does not serve
-  kPortNotReady,         // destination guest receive queue not running
-  kGuestRingFull,        // destination guest receive queue had no buffers
-  kOffloadNotSupported,  // guest frame needs checksum/GSO: offload not yet supported on uplink path
-  kFrameTooLarge,        // guest frame larger than one UMEM frame
-  kMalformed,            // guest chain shorter than a virtio-net header
+  kBadMetadata,      // uplink frame without a valid xvio_metadata record
+  kUnknownPort,      // metadata names a port id the relay does not serve
+  kPortNotReady,     // destination guest receive queue not running
+  kGuestRingFull,    // destination guest receive queue had no buffers
+  kOffloadRejected,  // guest GSO/checksum request is invalid (reason in offload_rejected)
+  kFrameTooLarge,    // guest frame larger than one UMEM frame
+  kMalformed,        // guest chain shorter than a virtio-net header
   kCount,
 };
 const char* DropReasonName(DropReason reason);
@@ -80,10 +85,17 @@ struct RelayStats {
   uint64_t uplink_tx_frames = 0;
   uint64_t uplink_tx_bytes = 0;
   uint64_t drops[static_cast<size_t>(DropReason::kCount)] = {};
-  uint64_t polls = 0;         // worker rounds
-  uint64_t sleeps = 0;        // times the worker blocked in epoll_wait
-  uint64_t wakeups = 0;       // sleeps ended by an event (kick, AF_XDP, control)
-  uint64_t xsk_syscalls = 0;  // sendto/recvfrom/poll the AF_XDP sockets made
+  // The kOffloadRejected drops by the software offload's reason.
+  uint64_t offload_rejected[static_cast<size_t>(datapath::OffloadError::kCount)] = {};
+  // Software offload of guest frames sent to the uplink (frames sent only).
+  uint64_t offload_frames_segmented = 0;     // GSO frames split into segments
+  uint64_t offload_segments_produced = 0;    // segments those frames became
+  uint64_t offload_checksums_completed = 0;  // NEEDS_CSUM frames (no GSO) finished
+  uint32_t uplink_mtu_bytes = 0;             // the MTU segments are cut to
+  uint64_t polls = 0;                        // worker rounds
+  uint64_t sleeps = 0;                       // times the worker blocked in epoll_wait
+  uint64_t wakeups = 0;                      // sleeps ended by an event (kick, AF_XDP, control)
+  uint64_t xsk_syscalls = 0;                 // sendto/recvfrom/poll the AF_XDP sockets made
   // Losses the kernel counted before frames reached the relay
   // (XDP_STATISTICS summed over the uplink's sockets).
   uint64_t kernel_rx_dropped = 0;
@@ -197,6 +209,10 @@ class UplinkRelay {
   std::atomic<uint64_t> uplink_tx_frames_{0};
   std::atomic<uint64_t> uplink_tx_bytes_{0};
   std::atomic<uint64_t> drops_[static_cast<size_t>(DropReason::kCount)] = {};
+  std::atomic<uint64_t> offload_rejected_[static_cast<size_t>(datapath::OffloadError::kCount)] = {};
+  std::atomic<uint64_t> offload_frames_segmented_{0};
+  std::atomic<uint64_t> offload_segments_produced_{0};
+  std::atomic<uint64_t> offload_checksums_completed_{0};
   std::atomic<uint64_t> polls_{0};
   std::atomic<uint64_t> sleeps_{0};
   std::atomic<uint64_t> wakeups_{0};
@@ -208,9 +224,23 @@ class UplinkRelay {
   std::vector<PortState*> active_ports_;
   // Worker-private scratch, sized once.
   static constexpr uint32_t kBurst = vhost::TransmitBurst::kMaxFrames;
+  // Segments one guest GSO frame may become (64 KiB at an MSS of 256); a
+  // frame needing more is rejected as too_many_segments.
+  static constexpr uint32_t kMaxSegmentsPerFrame = 256;
+  // Uplink frames one guest transmit burst may build; a frame that does not
+  // fit waits in the guest ring for the next round.
+  static constexpr uint32_t kMaxTransmitDescriptors = 2 * kMaxSegmentsPerFrame;
+  // A guest GSO frame is copied here before segmentation: the guest can
+  // rewrite its buffers while we parse them, our copy it cannot.
+  static constexpr uint32_t kMaxGsoFrameBytes = 65536 + 256;
   xdp_desc receive_descriptors_[kBurst];
-  xdp_desc transmit_descriptors_[kBurst];
-  uint64_t transmit_frames_[kBurst];
+  xdp_desc transmit_descriptors_[kMaxTransmitDescriptors];
+  uint64_t transmit_frames_[kMaxTransmitDescriptors];
+  std::unique_ptr<datapath::SoftwareOffload> offload_;  // the worker's, built in Setup
+  uint32_t uplink_mtu_bytes_ = 0;
+  std::vector<uint8_t> gso_frame_;  // kMaxGsoFrameBytes, allocated once
+  std::span<uint8_t> segment_outputs_[kMaxSegmentsPerFrame];
+  uint32_t segment_lengths_[kMaxSegmentsPerFrame];
   vhost::HostSegment segments_[kBurst];
   Pending pending_[kBurst];
   vhost::ReceiveFrame group_[kBurst];

@@ -67,6 +67,16 @@ void WriteStats(const std::string& path, const RelayStats& stats) {
   line("uplink.tx_bytes", stats.uplink_tx_bytes);
   for (size_t i = 0; i < static_cast<size_t>(DropReason::kCount); ++i)
     line(std::string("drop.") + DropReasonName(static_cast<DropReason>(i)), stats.drops[i]);
+  for (size_t i = 0; i < static_cast<size_t>(xvio::datapath::OffloadError::kCount); ++i) {
+    const auto error = static_cast<xvio::datapath::OffloadError>(i);
+    if (error != xvio::datapath::OffloadError::kNone)
+      line("drop.offload_rejected." + std::string(xvio::datapath::OffloadErrorName(error)),
+           stats.offload_rejected[i]);
+  }
+  line("offload.uplink_mtu", stats.uplink_mtu_bytes);
+  line("offload.frames_segmented", stats.offload_frames_segmented);
+  line("offload.segments_produced", stats.offload_segments_produced);
+  line("offload.checksums_completed", stats.offload_checksums_completed);
   line("worker.polls", stats.polls);
   line("worker.sleeps", stats.sleeps);
   line("worker.wakeups", stats.wakeups);
