@@ -450,24 +450,33 @@ absl::Status NetDevice::GetVringBase(Message& message, Reply& reply) {
   return absl::OkStatus();
 }
 
-absl::Status NetDevice::SetVringKick(Message& message, Reply&) {
+absl::StatusOr<NetDevice::VringFdPayload> NetDevice::ParseVringFdPayload(
+    const Message& message, const char* request_name) const {
   const uint64_t value = message.payload.u64;
-  const uint64_t index = value & kVringIndexMask;
-  const bool no_fd = (value & kVringNoFdFlag) != 0;
-  if (absl::Status status = CheckQueueIndex(index); !status.ok())
+  const VringFdPayload payload{.index = value & kVringIndexMask,
+                               .no_fd = (value & kVringNoFdFlag) != 0};
+  if (absl::Status status = CheckQueueIndex(payload.index); !status.ok())
     return status;
-  if ((value & ~(kVringIndexMask | kVringNoFdFlag)) != 0 || no_fd != (message.fd_count == 0)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "SET_VRING_KICK value 0x%x does not match its %d fds", value, message.fd_count));
+  if ((value & ~(kVringIndexMask | kVringNoFdFlag)) != 0 ||
+      payload.no_fd != (message.fd_count == 0)) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s value 0x%x does not match its %d fds",
+                                                      request_name, value, message.fd_count));
   }
-  VirtQueue& queue = *queues_[index];
+  return payload;
+}
+
+absl::Status NetDevice::SetVringKick(Message& message, Reply&) {
+  absl::StatusOr<VringFdPayload> payload = ParseVringFdPayload(message, "SET_VRING_KICK");
+  if (!payload.ok())
+    return payload.status();
+  VirtQueue& queue = *queues_[payload->index];
   queue.Lock();
-  queue.SetKickFd(TakeFd(message, 0), no_fd);
+  queue.SetKickFd(TakeFd(message, 0), payload->no_fd);
   // Without PROTOCOL_FEATURES a ring is enabled as soon as it starts.
   if (!HasFeature(features_.load(std::memory_order_relaxed), feature::kProtocolFeatures)) {
     queue.SetEnabled(true);
   }
-  const bool mapped = RefreshQueue(index);
+  const bool mapped = RefreshQueue(payload->index);
   queue.Unlock();
   Changed();
   if (!mapped)
@@ -476,16 +485,10 @@ absl::Status NetDevice::SetVringKick(Message& message, Reply&) {
 }
 
 absl::Status NetDevice::SetVringCall(Message& message, Reply&) {
-  const uint64_t value = message.payload.u64;
-  const uint64_t index = value & kVringIndexMask;
-  const bool no_fd = (value & kVringNoFdFlag) != 0;
-  if (absl::Status status = CheckQueueIndex(index); !status.ok())
-    return status;
-  if ((value & ~(kVringIndexMask | kVringNoFdFlag)) != 0 || no_fd != (message.fd_count == 0)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "SET_VRING_CALL value 0x%x does not match its %d fds", value, message.fd_count));
-  }
-  VirtQueue& queue = *queues_[index];
+  absl::StatusOr<VringFdPayload> payload = ParseVringFdPayload(message, "SET_VRING_CALL");
+  if (!payload.ok())
+    return payload.status();
+  VirtQueue& queue = *queues_[payload->index];
   queue.Lock();
   queue.SetCallFd(TakeFd(message, 0));
   queue.Unlock();
@@ -493,16 +496,10 @@ absl::Status NetDevice::SetVringCall(Message& message, Reply&) {
 }
 
 absl::Status NetDevice::SetVringErr(Message& message, Reply&) {
-  const uint64_t value = message.payload.u64;
-  const uint64_t index = value & kVringIndexMask;
-  const bool no_fd = (value & kVringNoFdFlag) != 0;
-  if (absl::Status status = CheckQueueIndex(index); !status.ok())
-    return status;
-  if ((value & ~(kVringIndexMask | kVringNoFdFlag)) != 0 || no_fd != (message.fd_count == 0)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "SET_VRING_ERR value 0x%x does not match its %d fds", value, message.fd_count));
-  }
-  VirtQueue& queue = *queues_[index];
+  absl::StatusOr<VringFdPayload> payload = ParseVringFdPayload(message, "SET_VRING_ERR");
+  if (!payload.ok())
+    return payload.status();
+  VirtQueue& queue = *queues_[payload->index];
   queue.Lock();
   queue.SetErrorFd(TakeFd(message, 0));
   queue.Unlock();

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "agent/vhost/guest_memory.h"
 #include "agent/vhost/vhost_user_messages.h"
 #include "agent/vhost/virtqueue.h"
@@ -128,6 +129,14 @@ class NetDevice {
   absl::Status GetStatus(Message& message, Reply& reply);
 
   absl::Status CheckQueueIndex(uint64_t index) const;
+  // The u64 payload of SET_VRING_KICK/CALL/ERR: ring index in bits 0-7, bit 8
+  // "no fd" (then the message carries none, otherwise exactly one), nothing else.
+  struct VringFdPayload {
+    uint64_t index = 0;
+    bool no_fd = false;
+  };
+  absl::StatusOr<VringFdPayload> ParseVringFdPayload(const Message& message,
+                                                     const char* request_name) const;
   // Takes fd i of the message (the message no longer closes it).
   static int TakeFd(Message& message, size_t i);
   VirtQueue::Config QueueConfig() const;
