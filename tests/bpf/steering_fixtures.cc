@@ -6,6 +6,7 @@
 #include <linux/bpf.h>
 
 #include "agent/steering/toeplitz.h"
+#include "tests/bpf/rss_vectors.h"
 
 namespace xvio::testing {
 namespace {
@@ -448,41 +449,9 @@ void AddIpv6ExHashing(std::vector<Fixture>& out) {
   }
 }
 
-// Microsoft "Verifying the RSS Hash Calculation" (also Intel 82599 datasheet
-// 7.1.2.8.3): published source/destination, ports and both hashes.
-struct RssRowIpv4 {
-  const char* source;
-  std::uint16_t source_port;
-  const char* destination;
-  std::uint16_t destination_port;
-  std::uint32_t hash_without_ports;
-  std::uint32_t hash_with_ports;
-};
-constexpr RssRowIpv4 kRssIpv4Rows[] = {
-    {"66.9.149.187", 2794, "161.142.100.80", 1766, 0x323e8fc2, 0x51ccc178},
-    {"199.92.111.2", 14230, "65.69.140.83", 4739, 0xd718262a, 0xc626b0ea},
-    {"24.19.198.95", 12898, "12.22.207.184", 38024, 0xd2d0a5de, 0x5c2b394a},
-    {"38.27.205.30", 48228, "209.142.163.6", 2217, 0x82989176, 0xafc7327f},
-    {"153.39.163.191", 44251, "202.188.127.2", 1303, 0x5d1809c5, 0x10e828a2},
-};
-struct RssRowIpv6 {
-  const char* source;
-  std::uint16_t source_port;
-  const char* destination;
-  std::uint16_t destination_port;
-  std::uint32_t hash_without_ports;
-  std::uint32_t hash_with_ports;
-};
-constexpr RssRowIpv6 kRssIpv6Rows[] = {
-    {"3ffe:2501:200:1fff::7", 2794, "3ffe:2501:200:3::1", 1766, 0x2cc18cd5, 0x40207d3d},
-    {"3ffe:501:8::260:97ff:fe40:efab", 14230, "ff02::1", 4739, 0x0f0c461c, 0xdde51bbf},
-    {"3ffe:1900:4545:3:200:f8ff:fe21:67cf", 44251, "fe80::200:f8ff:fe21:67cf", 38024, 0x4b61e985,
-     0x02d1feef},
-};
-
 void AddRssVerificationVectors(std::vector<Fixture>& out) {
   int row_number = 1;
-  for (const RssRowIpv4& row : kRssIpv4Rows) {
+  for (const RssVector& row : kMicrosoftRssIpv4Vectors) {
     const Bytes frame = ToVm()
                             .Ipv4(Ipv4From(row.source), Ipv4From(row.destination))
                             .Tcp(row.source_port, row.destination_port)
@@ -513,7 +482,7 @@ void AddRssVerificationVectors(std::vector<Fixture>& out) {
     ++row_number;
   }
   {
-    const RssRowIpv4& row = kRssIpv4Rows[0];
+    const RssVector& row = kMicrosoftRssIpv4Vectors[0];
     Fixture udp{
         .name = "rss_vector_ipv4_row1_udp_4tuple", .ports = {kVmPort}, .verdict = XDP_REDIRECT};
     udp.input = ToVm()
@@ -529,7 +498,7 @@ void AddRssVerificationVectors(std::vector<Fixture>& out) {
     out.push_back(udp);
   }
   row_number = 1;
-  for (const RssRowIpv6& row : kRssIpv6Rows) {
+  for (const RssVector& row : kMicrosoftRssIpv6Vectors) {
     const Bytes frame = ToVm()
                             .Ipv6(Ipv6From(row.source), Ipv6From(row.destination))
                             .Tcp(row.source_port, row.destination_port)
