@@ -26,10 +26,9 @@ bool CopyPrefix(std::span<const vhost::HostSegment> segments, uint8_t* out, uint
 }
 
 // What became of one peeked guest frame; decided before anything is
-// committed, so frames left in the guest ring are not counted twice.
-enum class Outcome : uint8_t { kUplink, kLocal, kDrop };
-
-constexpr uint32_t kEthernetAddressBytes = 6;
+// committed, so frames left in the guest ring are not counted twice. A
+// flooded frame is kUplink (its uplink copy) or kFloodOnly, and has targets.
+enum class Outcome : uint8_t { kUplink, kLocal, kFloodOnly, kDrop };
 
 }  // namespace
 
@@ -68,35 +67,109 @@ uint32_t UplinkRelay::ServeGuestTransmit(PortState& source, uint16_t queue_pair)
   uint16_t local_frame_of[kBurst];                    // pending_ entry -> burst index
   uint32_t uplink_count = 0;
   uint32_t local_count = 0;
+  // Switching state per frame: its head as read, the VLAN it travels in,
+  // and the VMs it is flooded to (empty: none).
+  uint8_t prefixes[kBurst][kFramePrefixBytes];
+  FrameEdges edges[kBurst];
+  datapath::IngressDecision ingress[kBurst];
+  std::span<const uint32_t> flood_targets[kBurst];
+  uint32_t retag_segments_used = 0;
   // Frames from the first one that finds no UMEM frame or TX slot stay in
   // the guest ring.
   uint16_t completed = count;
   for (uint16_t i = 0; i < count; ++i) {
     const vhost::TransmitFrame& frame = burst.frames[i];
     const auto segments = burst.Segments(frame);
-    uint8_t destination[kEthernetAddressBytes];
     outcome[i] = Outcome::kDrop;
     segments_of[i] = 0;
     checksum_completed[i] = false;
-    if (frame.length_bytes < kEthernetAddressBytes ||
-        !CopyPrefix(segments, destination, kEthernetAddressBytes)) {
+    flood_targets[i] = {};
+    const uint32_t prefix_bytes = std::min(frame.length_bytes, kFramePrefixBytes);
+    if (!CopyPrefix(segments, prefixes[i], prefix_bytes) ||
+        !ReadFrameEdges(std::span<const uint8_t>(prefixes[i], prefix_bytes), edges[i])) {
       reason[i] = DropReason::kMalformed;
       continue;
     }
-    PortState* target = FindPortByMac(destination);
-    if (target != nullptr && target != &source) {
-      // Vring to vring: the virtio-net header travels as the guest wrote it.
-      outcome[i] = Outcome::kLocal;
-      local_frame_of[local_count] = i;
-      pending_[local_count++] = {target->id,
-                                 static_cast<uint16_t>(queue_pair % target->active_queue_pairs),
-                                 vhost::ReceiveFrame{&frame.header, segments, frame.length_bytes}};
+    // Into the switch: the port's VLAN policy admits the frame in one VLAN.
+    ingress[i] = datapath::ClassifyIngress(source.config.vlan, edges[i].tag);
+    if (!ingress[i].accept) {
+      reason[i] = DropReason::kVlan;
       continue;
     }
+    const uint16_t vlan_id = ingress[i].vlan_id;
+    LearnSource(edges[i].source, vlan_id, source.id);
+    const datapath::ForwardingDecision decision =
+        fdb_snapshot_->Resolve(edges[i].destination, vlan_id);
+    if (decision.kind == datapath::ForwardingDecision::Kind::kDrop) {
+      reason[i] = DropReason::kNoFdbEntry;
+      continue;
+    }
+    if (decision.kind == datapath::ForwardingDecision::Kind::kUnicast &&
+        decision.port_id == source.id) {
+      reason[i] = DropReason::kHairpin;
+      continue;
+    }
+    if (decision.kind == datapath::ForwardingDecision::Kind::kUnicast &&
+        decision.port_id != datapath::kUplinkPortId) {
+      PortState* target = decision.port_id < kMaxPorts ? port_by_id_[decision.port_id] : nullptr;
+      if (target == nullptr) {
+        reason[i] = DropReason::kUnknownPort;  // an FDB entry raced the port's removal
+        continue;
+      }
+      const datapath::EgressDecision egress =
+          datapath::ClassifyEgress(target->config.vlan, vlan_id);
+      if (!egress.deliver) {
+        reason[i] = DropReason::kVlan;
+        continue;
+      }
+      // Vring to vring: the virtio-net header travels as the guest wrote it
+      // (its offsets moved if the tag changed).
+      Retag& retag = retags_[local_count];
+      retag = PlanRetag(edges[i], ingress[i], egress, vlan_id);
+      vhost::ReceiveFrame local{&frame.header, segments, frame.length_bytes};
+      if (!retag.unchanged) {
+        const uint32_t used =
+            RetagSegments(retag, segments, std::span(retag_segments_).subspan(retag_segments_used));
+        if (used == 0) {
+          reason[i] = DropReason::kMalformed;
+          continue;
+        }
+        local.data =
+            std::span<const vhost::HostSegment>(retag_segments_.data() + retag_segments_used, used);
+        retag_segments_used += used;
+        local.length_bytes = static_cast<uint32_t>(frame.length_bytes + retag.length_change());
+        shifted_headers_[local_count] = ShiftNetHeader(frame.header, retag.length_change());
+        local.header = &shifted_headers_[local_count];
+      }
+      outcome[i] = Outcome::kLocal;
+      local_frame_of[local_count] = i;
+      pending_[local_count++] = {
+          target->id, static_cast<uint16_t>(queue_pair % target->active_queue_pairs), local};
+      continue;
+    }
+    if (decision.kind == datapath::ForwardingDecision::Kind::kFlood) {
+      const bool group = datapath::IsGroupMac(edges[i].destination);
+      if (!group && switching_.unknown_unicast == UnknownUnicastPolicy::kDrop) {
+        reason[i] = DropReason::kNoFdbEntry;
+        continue;
+      }
+      if (group || switching_.unknown_unicast == UnknownUnicastPolicy::kFlood)
+        flood_targets[i] = decision.flood.port_ids;
+      if (!decision.flood.include_uplink) {
+        outcome[i] = Outcome::kFloodOnly;
+        continue;
+      }
+    }
+    // Out of the uplink (a unicast entry for it, or the uplink's copy of a
+    // flood), tagged as the uplink carries the VLAN.
+    const Retag uplink_retag =
+        PlanRetag(edges[i], ingress[i], datapath::ClassifyEgress(uplink_vlan_, vlan_id), vlan_id);
+    const int32_t length_change = uplink_retag.length_change();
+    const uint32_t out_length = static_cast<uint32_t>(frame.length_bytes + length_change);
     const vhost::VirtioNetHeader& header = frame.header;
     const bool needs_checksum = (header.flags & vhost::kNetHeaderNeedsCsum) != 0;
     if (header.gso_type == vhost::kGsoNone) {
-      if (frame.length_bytes > capacity_bytes) {
+      if (out_length > capacity_bytes) {
         reason[i] = DropReason::kFrameTooLarge;
         continue;
       }
@@ -106,15 +179,22 @@ uint32_t UplinkRelay::ServeGuestTransmit(PortState& source, uint16_t queue_pair)
       }
       const uint64_t address = transmit_frames_[uplink_count] + umem_->data_offset_bytes();
       uint8_t* out = reinterpret_cast<uint8_t*>(umem_->Data(address));
-      uint32_t copied = 0;
-      for (const vhost::HostSegment& segment : segments) {
-        std::memcpy(out + copied, segment.data, segment.length_bytes);
-        copied += segment.length_bytes;
+      if (uplink_retag.unchanged) {
+        uint32_t copied = 0;
+        for (const vhost::HostSegment& segment : segments) {
+          std::memcpy(out + copied, segment.data, segment.length_bytes);
+          copied += segment.length_bytes;
+        }
+      } else if (CopyRetagged(uplink_retag, segments, frame.length_bytes, out, capacity_bytes) ==
+                 0) {
+        reason[i] = DropReason::kMalformed;
+        continue;
       }
       if (needs_checksum) {
         // Completed in our copy, which the guest cannot change under us.
         const datapath::OffloadError error = offload_->CompletePartialChecksum(
-            std::span(out, frame.length_bytes), header.csum_start, header.csum_offset);
+            std::span(out, out_length), static_cast<uint16_t>(header.csum_start + length_change),
+            header.csum_offset);
         if (error != datapath::OffloadError::kNone) {
           reason[i] = DropReason::kOffloadRejected;
           offload_error[i] = error;
@@ -124,18 +204,18 @@ uint32_t UplinkRelay::ServeGuestTransmit(PortState& source, uint16_t queue_pair)
       }
       outcome[i] = Outcome::kUplink;
       uplink_frame_of[uplink_count] = i;
-      transmit_descriptors_[uplink_count++] = {address, frame.length_bytes, 0};
+      transmit_descriptors_[uplink_count++] = {address, out_length, 0};
       continue;
     }
 
     // GSO: one guest frame becomes up to ceil(length / gso_size) uplink
     // frames (an upper bound: the length includes the headers).
-    if (frame.length_bytes > kMaxGsoFrameBytes) {
+    if (out_length > kMaxGsoFrameBytes) {
       reason[i] = DropReason::kFrameTooLarge;
       continue;
     }
     uint32_t wanted_segments =
-        header.gso_size == 0 ? 1 : (frame.length_bytes + header.gso_size - 1) / header.gso_size;
+        header.gso_size == 0 ? 1 : (out_length + header.gso_size - 1) / header.gso_size;
     // More than this fails as too_many_segments in Segment; capped by the
     // ring so a frame that needs a whole empty ring still goes some day.
     wanted_segments = std::min({wanted_segments, kMaxSegmentsPerFrame, options_.ring_size});
@@ -144,24 +224,31 @@ uint32_t UplinkRelay::ServeGuestTransmit(PortState& source, uint16_t queue_pair)
       completed = i;  // not all segments fit now: the guest frame waits whole
       break;
     }
-    uint32_t copied = 0;
-    for (const vhost::HostSegment& segment : segments) {
-      std::memcpy(gso_frame_.data() + copied, segment.data, segment.length_bytes);
-      copied += segment.length_bytes;
+    if (uplink_retag.unchanged) {
+      uint32_t copied = 0;
+      for (const vhost::HostSegment& segment : segments) {
+        std::memcpy(gso_frame_.data() + copied, segment.data, segment.length_bytes);
+        copied += segment.length_bytes;
+      }
+    } else if (CopyRetagged(uplink_retag, segments, frame.length_bytes, gso_frame_.data(),
+                            kMaxGsoFrameBytes) == 0) {
+      reason[i] = DropReason::kMalformed;
+      continue;
     }
     for (uint32_t s = 0; s < wanted_segments; ++s) {
       const uint64_t address = transmit_frames_[uplink_count + s] + umem_->data_offset_bytes();
       segment_outputs_[s] =
           std::span(reinterpret_cast<uint8_t*>(umem_->Data(address)), capacity_bytes);
     }
-    const datapath::OffloadRequest request{.flags = header.flags,
-                                           .gso_type = header.gso_type,
-                                           .hdr_len = header.hdr_len,
-                                           .gso_size = header.gso_size,
-                                           .csum_start = header.csum_start,
-                                           .csum_offset = header.csum_offset};
+    const vhost::VirtioNetHeader shifted = ShiftNetHeader(header, length_change);
+    const datapath::OffloadRequest request{.flags = shifted.flags,
+                                           .gso_type = shifted.gso_type,
+                                           .hdr_len = shifted.hdr_len,
+                                           .gso_size = shifted.gso_size,
+                                           .csum_start = shifted.csum_start,
+                                           .csum_offset = shifted.csum_offset};
     const datapath::SegmentResult result =
-        offload_->Segment(std::span<const uint8_t>(gso_frame_.data(), frame.length_bytes), request,
+        offload_->Segment(std::span<const uint8_t>(gso_frame_.data(), out_length), request,
                           std::span<const std::span<uint8_t>>(segment_outputs_, wanted_segments),
                           std::span(segment_lengths_, wanted_segments));
     if (result.error != datapath::OffloadError::kNone) {
@@ -200,6 +287,16 @@ uint32_t UplinkRelay::ServeGuestTransmit(PortState& source, uint16_t queue_pair)
   // Guest memory of the peeked chains stays valid until CompleteTransmit.
   DeliverPending(local_delivered, /*local=*/true);
   Increment(source.to_local_frames, local_delivered);
+  uint64_t flooded = 0;
+  for (uint16_t i = 0; i < completed; ++i) {
+    if (flood_targets[i].empty() || outcome[i] == Outcome::kDrop)
+      continue;
+    const vhost::TransmitFrame& frame = burst.frames[i];
+    FloodToPorts(flood_targets[i], source.id, edges[i], ingress[i], &frame.header,
+                 burst.Segments(frame), frame.length_bytes, queue_pair, /*local=*/true);
+    ++flooded;
+  }
+  Increment(flooded_from_vms_, flooded);
   uint64_t to_uplink = 0, segmented = 0, segments_produced = 0, checksums = 0;
   for (uint16_t i = 0; i < completed; ++i) {
     if (outcome[i] == Outcome::kUplink) {

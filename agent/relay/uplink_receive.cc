@@ -1,5 +1,7 @@
-// The uplink -> guest path: AF_XDP receive bursts, steered by the XDP
-// metadata to a port and queue, delivered in one enqueue per destination queue.
+// The uplink -> guest paths: AF_XDP receive bursts, steered by the XDP
+// metadata to a port and queue and delivered in one enqueue per destination
+// queue; and the group frames the uplink's host stack received, copied by
+// AF_PACKET and flooded to the VMs of their VLAN.
 #include <cstring>
 
 #include "agent/relay/relay_counters.h"
@@ -7,20 +9,16 @@
 #include "bpf/xvio_shared.h"
 
 namespace xvio::relay {
-namespace {
 
-constexpr uint32_t kEthernetAddressBytes = 6;
-
-}  // namespace
-
-UplinkRelay::PortState* UplinkRelay::FindPortByMac(const uint8_t* mac) const {
-  // A handful of ports per uplink in this version: a linear scan of 6-byte
-  // compares is cheaper than hashing. The FDB replaces this.
-  for (PortState* port : active_ports_) {
-    if (std::memcmp(port->config.mac.data(), mac, kEthernetAddressBytes) == 0)
-      return port;
-  }
-  return nullptr;
+void UplinkRelay::LearnSource(const uint8_t* source, uint16_t vlan_id, uint32_t port_id) {
+  const uint64_t key = datapath::FdbKey(source, vlan_id);
+  if (key == last_learned_key_ && port_id == last_learned_port_ &&
+      now_seconds_ == last_learned_seconds_)
+    return;
+  last_learned_key_ = key;
+  last_learned_port_ = port_id;
+  last_learned_seconds_ = now_seconds_;
+  fdb_reader_->Learn(*fdb_snapshot_, source, vlan_id, port_id, now_seconds_);
 }
 
 uint32_t UplinkRelay::ServeUplinkQueue(xsk::Socket& socket) {
@@ -37,8 +35,9 @@ uint32_t UplinkRelay::ServeUplinkQueue(xsk::Socket& socket) {
     // headroom; never read before the frame's start.
     const std::byte* frame_start =
         umem_->Data(umem_->FrameAddress(umem_->FrameIndex(descriptor.addr)));
+    const auto headroom = static_cast<uint32_t>(data - frame_start);
     xvio_metadata metadata;
-    if (data - frame_start < static_cast<std::ptrdiff_t>(sizeof(metadata))) {
+    if (headroom < sizeof(metadata)) {
       Drop(DropReason::kBadMetadata);
       continue;
     }
@@ -48,14 +47,51 @@ uint32_t UplinkRelay::ServeUplinkQueue(xsk::Socket& socket) {
       continue;
     }
     PortState* port = metadata.port_id < kMaxPorts ? port_by_id_[metadata.port_id] : nullptr;
+    if (port == nullptr && metadata.port_id == XVIO_PORT_ID_NONE &&
+        (metadata.flags & (XVIO_META_FLAG_BROADCAST | XVIO_META_FLAG_MULTICAST |
+                           XVIO_META_FLAG_UNKNOWN_UNICAST)) != 0) {
+      // The steering config REDIRECTs this class instead of passing it to
+      // the host: the VMs of the VLAN get it (and the host does not).
+      FloodFromUplink(data, descriptor.len, metadata.hash_value,
+                      (metadata.flags & XVIO_META_FLAG_UNKNOWN_UNICAST) != 0
+                          ? datapath::FloodClass::kUnknownUnicast
+                          : datapath::FloodClass::kBroadcastOrMulticast);
+      continue;
+    }
     if (port == nullptr) {
       Drop(DropReason::kUnknownPort);
       continue;
     }
-    segments_[i] = {data, descriptor.len};
-    pending_[pending++] = {
-        metadata.port_id, static_cast<uint16_t>(metadata.hash_value % port->active_queue_pairs),
-        vhost::ReceiveFrame{nullptr, std::span(&segments_[i], 1), descriptor.len}};
+    // The uplink carries every VLAN (tagged, VLAN 0 untagged); the port
+    // decides whether the tag stays. XDP steered on (MAC, outer VLAN), so a
+    // mismatch here means an FDB change raced the frame.
+    FrameEdges edges;
+    uint32_t length = descriptor.len;
+    if (!ReadFrameEdges(
+            std::span(reinterpret_cast<const uint8_t*>(data), std::min(length, kFramePrefixBytes)),
+            edges)) {
+      Drop(DropReason::kMalformed);
+      continue;
+    }
+    const datapath::IngressDecision ingress = datapath::ClassifyIngress(uplink_vlan_, edges.tag);
+    const datapath::EgressDecision egress =
+        datapath::ClassifyEgress(port->config.vlan, ingress.vlan_id);
+    if (!ingress.accept || !egress.deliver) {
+      Drop(DropReason::kVlan);
+      continue;
+    }
+    LearnSource(edges.source, ingress.vlan_id, datapath::kUplinkPortId);
+    const Retag retag = PlanRetag(edges, ingress, egress, ingress.vlan_id);
+    // Our UMEM frame: the tag changes in place (the metadata, already
+    // read, is the headroom a pushed tag uses).
+    if (!RetagInPlace(retag, data, length, headroom)) {
+      Drop(DropReason::kMalformed);
+      continue;
+    }
+    segments_[i] = {data, length};
+    pending_[pending++] = {metadata.port_id,
+                           static_cast<uint16_t>(metadata.hash_value % port->active_queue_pairs),
+                           vhost::ReceiveFrame{nullptr, std::span(&segments_[i], 1), length}};
   }
   Increment(uplink_rx_frames_, received);
   Increment(uplink_rx_bytes_, bytes);
@@ -90,6 +126,94 @@ void UplinkRelay::DeliverPending(uint32_t count, bool local) {
     Drop(DropReason::kGuestRingFull, group_size - consumed);
     Increment(local ? port.from_local_frames : port.from_uplink_frames, consumed);
   }
+}
+
+uint32_t UplinkRelay::FloodToPorts(std::span<const uint32_t> targets, uint32_t source_port_id,
+                                   const FrameEdges& edges,
+                                   const datapath::IngressDecision& ingress,
+                                   const vhost::VirtioNetHeader* header,
+                                   std::span<const vhost::HostSegment> segments,
+                                   uint32_t length_bytes, uint32_t hash, bool local) {
+  uint32_t delivered = 0;
+  for (uint32_t target_id : targets) {
+    if (target_id == source_port_id || target_id >= kMaxPorts)
+      continue;
+    PortState* target = port_by_id_[target_id];
+    if (target == nullptr)
+      continue;  // published before the worker saw the port, or just removed
+    const datapath::EgressDecision egress =
+        datapath::ClassifyEgress(target->config.vlan, ingress.vlan_id);
+    if (!egress.deliver)
+      continue;  // flood sets are per VLAN; cannot happen
+    Retag retag = PlanRetag(edges, ingress, egress, ingress.vlan_id);
+    vhost::ReceiveFrame frame{header, segments, length_bytes};
+    vhost::VirtioNetHeader shifted;
+    if (!retag.unchanged) {
+      const uint32_t count = RetagSegments(retag, segments, flood_segments_);
+      if (count == 0)
+        continue;
+      frame.data = std::span<const vhost::HostSegment>(flood_segments_.data(), count);
+      frame.length_bytes =
+          static_cast<uint32_t>(static_cast<int64_t>(length_bytes) + retag.length_change());
+      if (header != nullptr) {
+        shifted = ShiftNetHeader(*header, retag.length_change());
+        frame.header = &shifted;
+      }
+    }
+    const auto queue = static_cast<uint16_t>(hash % target->active_queue_pairs);
+    vhost::VirtQueue& receive = target->config.port->receive_queue(queue);
+    vhost::BurstGuard guard(receive);
+    if (!guard) {
+      // A VM that is not running misses the broadcast, as a switch port
+      // that is down would: not a loss of the frame, which went elsewhere.
+      Increment(flood_copies_port_down_, 1);
+      continue;
+    }
+    if (receive.EnqueueReceive(std::span(&frame, 1)) == 0) {
+      Drop(DropReason::kGuestRingFull);
+      continue;
+    }
+    Increment(local ? target->from_local_frames : target->from_uplink_frames, 1);
+    ++delivered;
+  }
+  Increment(flood_copies_to_vms_, delivered);
+  return delivered;
+}
+
+void UplinkRelay::FloodFromUplink(std::byte* data, uint32_t length_bytes, uint32_t hash,
+                                  datapath::FloodClass frame_class) {
+  FrameEdges edges;
+  if (!ReadFrameEdges(std::span(reinterpret_cast<const uint8_t*>(data),
+                                std::min(length_bytes, kFramePrefixBytes)),
+                      edges)) {
+    Drop(DropReason::kMalformed);
+    return;
+  }
+  const datapath::IngressDecision ingress = datapath::ClassifyIngress(uplink_vlan_, edges.tag);
+  if (!ingress.accept) {
+    Drop(DropReason::kVlan);
+    return;
+  }
+  LearnSource(edges.source, ingress.vlan_id, datapath::kUplinkPortId);
+  // No VM in the VLAN: the frame was for the host only; nothing is lost.
+  const datapath::FloodTargets targets = fdb_snapshot_->Flood(ingress.vlan_id, frame_class);
+  const vhost::HostSegment segment{data, length_bytes};
+  FloodToPorts(targets.port_ids, datapath::kUplinkPortId, edges, ingress, nullptr,
+               std::span(&segment, 1), length_bytes, hash, /*local=*/false);
+}
+
+uint32_t UplinkRelay::ServeGroupFrames() {
+  if (group_listener_ == nullptr)
+    return 0;
+  return group_listener_->Poll(kBurst, [this](GroupFrame& frame) {
+    Increment(group_frames_from_uplink_, 1);
+    if (frame.truncated) {
+      Increment(group_frames_truncated_, 1);
+      Drop(DropReason::kFrameTooLarge);
+      return;
+    }
+    FloodFromUplink(frame.data, frame.length_bytes, 0, datapath::FloodClass::kBroadcastOrMulticast);
+  });
 }
 
 }  // namespace xvio::relay

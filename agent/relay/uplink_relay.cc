@@ -38,6 +38,12 @@ const char* DropReasonName(DropReason reason) {
       return "frame_too_large";
     case DropReason::kMalformed:
       return "malformed";
+    case DropReason::kVlan:
+      return "vlan";
+    case DropReason::kNoFdbEntry:
+      return "no_fdb_entry";
+    case DropReason::kHairpin:
+      return "hairpin";
     case DropReason::kCount:
       break;
   }
@@ -48,10 +54,18 @@ UplinkRelay::UplinkRelay(UplinkRelayOptions options)
     : options_(std::move(options)), ports_(kMaxPorts), port_by_id_(kMaxPorts, nullptr) {}
 
 absl::StatusOr<std::unique_ptr<UplinkRelay>> UplinkRelay::Create(UplinkRelayOptions options) {
+  return Create(std::move(options), SwitchingOptions{});
+}
+
+absl::StatusOr<std::unique_ptr<UplinkRelay>> UplinkRelay::Create(UplinkRelayOptions options,
+                                                                 SwitchingOptions switching) {
   if (options.queue_count == 0)
     return absl::InvalidArgumentError("uplink queue_count must be at least 1");
   std::unique_ptr<UplinkRelay> relay(new UplinkRelay(std::move(options)));
   if (absl::Status status = relay->Setup(); !status.ok())
+    return status;
+  // In the uplink's namespace too (the AF_PACKET socket binds by name).
+  if (absl::Status status = relay->SetupSwitching(switching); !status.ok())
     return status;
   return relay;
 }
@@ -75,11 +89,45 @@ absl::Status UplinkRelay::Setup() {
   if (!steering.ok())
     return steering.status();
   steering_ = std::move(*steering);
-  auto attached = steering_->Attach(ifindex, options_.allow_skb_fallback);
-  if (!attached.ok())
-    return absl::Status(attached.status().code(), absl::StrCat("attaching steering to '", name,
-                                                               "': ", attached.status().message()));
-  attach_result_ = *attached;
+  if (options_.adopt_attached && !options_.steering.pin_directory.empty()) {
+    auto adopted = steering_->AdoptAttached(ifindex);
+    if (!adopted.ok())
+      return absl::Status(adopted.status().code(),
+                          absl::StrCat("adopting the steering program on '", name,
+                                       "': ", adopted.status().message()));
+    if (adopted->has_value()) {
+      attach_result_ = **adopted;
+      adopted_ = true;
+    }
+  }
+  if (!adopted_) {
+    auto attached = steering_->Attach(ifindex, options_.allow_skb_fallback || options_.skb_only,
+                                      options_.skb_only);
+    if (!attached.ok())
+      return absl::Status(
+          attached.status().code(),
+          absl::StrCat("attaching steering to '", name, "': ", attached.status().message()));
+    attach_result_ = *attached;
+  }
+  // The spec's steering settings, also over adopted maps (the spec may have
+  // changed while no relay ran).
+  if (options_.hash_key.has_value()) {
+    auto config = steering_->ReadConfig();
+    if (!config.ok())
+      return config.status();
+    if (!std::equal(options_.hash_key->begin(), options_.hash_key->end(), config->hash_key)) {
+      if (absl::Status status = steering_->SetHashKey(*options_.hash_key); !status.ok())
+        return status;
+    }
+  }
+  for (absl::Status status :
+       {steering_->SetHashFields(options_.hash_fields),
+        steering_->SetSymmetricHash(options_.symmetric_hash),
+        steering_->SetActions(options_.broadcast_action, options_.multicast_action,
+                              options_.unknown_unicast_action, XVIO_ACTION_DROP)}) {
+    if (!status.ok())
+      return status;
+  }
 
   uplink_mtu_bytes_ = options_.uplink_mtu_bytes;
   if (uplink_mtu_bytes_ == 0) {
@@ -99,8 +147,9 @@ absl::Status UplinkRelay::Setup() {
   // Per queue: fill ring (2 x ring) + RX + TX + completion rings, plus the
   // frames one guest burst may build for transmit (segments included).
   const uint32_t frames_per_queue = 5 * options_.ring_size + kMaxTransmitDescriptors;
-  auto umem = xsk::Umem::Create(
-      {.frame_size_bytes = 4096, .frame_count = options_.queue_count * frames_per_queue});
+  auto umem = xsk::Umem::Create({.frame_size_bytes = 4096,
+                                 .frame_count = options_.queue_count * frames_per_queue,
+                                 .bind_mode = options_.bind_mode});
   if (!umem.ok())
     return umem.status();
   umem_ = std::move(*umem);
@@ -133,17 +182,24 @@ UplinkRelay::~UplinkRelay() {
   Wake();
   if (worker_.joinable())
     worker_.join();
+  const bool keep = options_.keep_attached_on_destroy && options_.keep_attached_on_destroy();
   if (steering_ != nullptr) {
     for (uint32_t queue = 0; queue < sockets_.size(); ++queue)
       (void)steering_->ClearSocket(queue);
+    // Kept: the ports stay steered, so a restarted relay finds them in place.
     for (const auto& port : ports_) {
-      if (port != nullptr)
+      if (port != nullptr && !keep)
         (void)steering_->DeletePort(port->config.mac, 0);
     }
   }
   sockets_.clear();  // before the program goes, so no frame is redirected to a closed socket
-  if (steering_ != nullptr)
+  if (steering_ != nullptr && keep) {
+    steering_->LeaveAttached();
+  } else if (steering_ != nullptr) {
     DetachInOurNamespace();
+    if (absl::Status removed = steering_->RemovePins(); !removed.ok())
+      std::fprintf(stderr, "xvio-relay: %s\n", removed.ToString().c_str());
+  }
   if (epoll_fd_ >= 0)
     close(epoll_fd_);
   for (int fd : wait_fds_)
@@ -171,10 +227,33 @@ void UplinkRelay::DetachInOurNamespace() {
     close(current);
 }
 
-absl::Status UplinkRelay::AddPort(RelayPort port) {
+absl::Status UplinkRelay::AddPort(const RelayPort& port) {
   if (port.port == nullptr)
     return absl::InvalidArgumentError("AddPort: no vhost-user port given");
+  if (absl::Status status = datapath::ValidateVlanPolicy(port.vlan); !status.ok())
+    return absl::InvalidArgumentError(
+        absl::StrCat("port '", port.port->name(), "': ", status.message()));
+  const std::vector<uint64_t> address_keys = PortAddressKeys(port);
   std::lock_guard control(control_mutex_);
+  {
+    // A MAC belongs to one port per VLAN.
+    std::lock_guard fdb(fdb_mutex_);
+    for (uint64_t key : address_keys) {
+      const auto existing = static_entries_.find(key);
+      if (existing == static_entries_.end())
+        continue;
+      std::string owner = "the uplink";
+      {
+        std::lock_guard lock(ports_mutex_);
+        if (existing->second.port_id < kMaxPorts && ports_[existing->second.port_id] != nullptr)
+          owner =
+              absl::StrCat("port '", ports_[existing->second.port_id]->config.port->name(), "'");
+      }
+      return absl::AlreadyExistsError(
+          absl::StrCat("MAC ", steering::FormatMacAddress(MacOfKey(key)), " in VLAN ",
+                       VlanOfKey(key), " already belongs to ", owner, " (a static FDB entry)"));
+    }
+  }
   uint32_t port_id = kMaxPorts;
   uint64_t version = 0;
   {
@@ -194,10 +273,6 @@ absl::Status UplinkRelay::AddPort(RelayPort port) {
       if (existing->config.port == port.port)
         return absl::AlreadyExistsError(
             absl::StrCat("port '", port.port->name(), "' is already served by this relay"));
-      if (existing->config.mac == port.mac)
-        return absl::AlreadyExistsError(absl::StrCat("MAC ", steering::FormatMacAddress(port.mac),
-                                                     " already belongs to port '",
-                                                     existing->config.port->name(), "'"));
     }
     if (port_id == kMaxPorts)
       return absl::ResourceExhaustedError(absl::StrCat("uplink ", options_.interface_name,
@@ -209,43 +284,77 @@ absl::Status UplinkRelay::AddPort(RelayPort port) {
     ports_[port_id] = std::move(state);
     version = ports_version_.fetch_add(1, std::memory_order_acq_rel) + 1;
   }
-  // Steer only once the worker knows the port, so no frame for it is ever
-  // counted as unknown_port.
+  // Into the FDB and the steering map only once the worker knows the port,
+  // so no frame for it is ever counted as unknown_port.
   WaitForWorker(version);
-  if (absl::Status status = steering_->UpsertPort(port.mac, 0, port_id); !status.ok()) {
-    std::unique_ptr<PortState> unused;
-    {
-      std::lock_guard lock(ports_mutex_);
-      unused = std::move(ports_[port_id]);
-      version = ports_version_.fetch_add(1, std::memory_order_acq_rel) + 1;
+  absl::Status status;
+  {
+    std::lock_guard fdb(fdb_mutex_);
+    for (uint64_t key : address_keys) {
+      if (status = fdb_->AddStatic(MacOfKey(key), VlanOfKey(key), port_id); !status.ok())
+        break;
+      static_entries_[key] = {port_id, true};
     }
-    WaitForWorker(version);  // the worker may hold a pointer to it until then
-    return status;
+    UpdateFloodSetsLocked(kMaxPorts);
+    if (absl::Status published = PublishLocked(); status.ok())
+      status = published;
+    if (status.ok())
+      return status;
+    // Undo: out of the FDB and the map first, then out of the worker's view.
+    fdb_->RemovePort(port_id);
+    std::erase_if(static_entries_,
+                  [port_id](const auto& entry) { return entry.second.port_id == port_id; });
+    UpdateFloodSetsLocked(port_id);
+    (void)PublishLocked();
   }
-  return absl::OkStatus();
+  std::unique_ptr<PortState> unused;
+  {
+    std::lock_guard lock(ports_mutex_);
+    unused = std::move(ports_[port_id]);
+    version = ports_version_.fetch_add(1, std::memory_order_acq_rel) + 1;
+  }
+  WaitForWorker(version);  // the worker may hold a pointer to it until then
+  return absl::Status(status.code(),
+                      absl::StrCat("port '", port.port->name(), "': ", status.message()));
 }
 
 absl::Status UplinkRelay::RemovePort(vhost::VhostUserPort& port) {
   std::lock_guard control(control_mutex_);
+  uint32_t port_id = kMaxPorts;
+  {
+    std::lock_guard lock(ports_mutex_);
+    for (const auto& slot : ports_) {
+      if (slot != nullptr && slot->config.port == &port)
+        port_id = slot->id;
+    }
+  }
+  if (port_id == kMaxPorts)
+    return absl::NotFoundError(
+        absl::StrCat("port '", port.name(), "' is not served by this relay"));
+  auto forget_port = [this, port_id] {
+    std::lock_guard fdb(fdb_mutex_);
+    // Learn events the worker queued for the port before it let go of it.
+    fdb_->DrainLearnQueues(NowSeconds());
+    fdb_->RemovePort(port_id);
+    std::erase_if(static_entries_,
+                  [port_id](const auto& entry) { return entry.second.port_id == port_id; });
+    UpdateFloodSetsLocked(port_id);
+    // Steering first: new frames for its MACs go back to the host stack,
+    // and once published the worker floods nothing more to it.
+    (void)PublishLocked();
+  };
+  forget_port();
   std::unique_ptr<PortState> removed;
   uint64_t version = 0;
   {
     std::lock_guard lock(ports_mutex_);
-    for (auto& slot : ports_) {
-      if (slot != nullptr && slot->config.port == &port) {
-        removed = std::move(slot);
-        break;
-      }
-    }
-    if (removed == nullptr)
-      return absl::NotFoundError(
-          absl::StrCat("port '", port.name(), "' is not served by this relay"));
-    // Steering first: new frames for the MAC go back to the host stack.
-    (void)steering_->DeletePort(removed->config.mac, 0);
+    removed = std::move(ports_[port_id]);
     version = ports_version_.fetch_add(1, std::memory_order_acq_rel) + 1;
   }
   // The worker holds raw pointers until it takes a new snapshot.
   WaitForWorker(version);
+  // Whatever it learned for the port in between goes too.
+  forget_port();
   return absl::OkStatus();
 }
 
@@ -273,6 +382,10 @@ void UplinkRelay::Wake() {
 RelayStats UplinkRelay::Stats() const {
   RelayStats stats;
   stats.attach = attach_result_;
+  stats.adopted = adopted_;
+  stats.program_id = steering_ != nullptr ? steering_->attached_program_id() : 0;
+  stats.xsks_map_id = steering_ != nullptr ? steering_->xsks_map_id() : 0;
+  stats.zero_copy = !sockets_.empty() && sockets_.front()->zero_copy();
   stats.uplink_rx_frames = Load(uplink_rx_frames_);
   stats.uplink_rx_bytes = Load(uplink_rx_bytes_);
   stats.uplink_tx_frames = Load(uplink_tx_frames_);

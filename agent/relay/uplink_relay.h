@@ -7,15 +7,23 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "agent/datapath/fdb.h"
 #include "agent/datapath/software_offload.h"
+#include "agent/datapath/vlan.h"
+#include "agent/relay/forwarding.h"
+#include "agent/relay/group_frame_listener.h"
+#include "agent/relay/periodic_task.h"
 #include "agent/steering/steering_program.h"
 #include "agent/vhost/port.h"
 #include "agent/vhost/virtqueue.h"
@@ -43,6 +51,27 @@ struct UplinkRelayOptions {
   // uplink. 0: the uplink's MTU, read once at Create (SIOCGIFMTU); a later
   // MTU change needs a new relay.
   uint32_t uplink_mtu_bytes = 0;
+  // Attach in skb (generic) mode at once, without trying native mode.
+  bool skb_only = false;
+  // How the AF_XDP sockets bind: copy, zero-copy, or zero-copy when the
+  // driver can (auto).
+  xsk::BindMode bind_mode = xsk::BindMode::kAuto;
+  // Steering settings written into the maps at Create, whether the maps are
+  // fresh or adopted. No key: keep the key the maps hold.
+  std::optional<steering::ToeplitzKey> hash_key;
+  uint32_t hash_fields = XVIO_HASH_FIELDS_DEFAULT;
+  bool symmetric_hash = false;
+  xvio_action broadcast_action = XVIO_ACTION_PASS;
+  xvio_action multicast_action = XVIO_ACTION_PASS;
+  xvio_action unknown_unicast_action = XVIO_ACTION_PASS;
+  // With steering.pin_directory set: take over the steering program a
+  // previous relay left attached to the uplink (the one using the pinned
+  // maps) instead of attaching a new one, so the program and map ids stay.
+  bool adopt_attached = true;
+  // Asked once by the destructor. True: leave the program attached, the
+  // ports in the steering map and the maps pinned, for the next relay to
+  // adopt. False or unset: detach and remove the pins.
+  std::function<bool()> keep_attached_on_destroy;
 };
 
 // Why the relay discarded a frame. Every frame it takes from a ring ends as
@@ -53,8 +82,12 @@ enum class DropReason : uint8_t {
   kPortNotReady,     // destination guest receive queue not running
   kGuestRingFull,    // destination guest receive queue had no buffers
   kOffloadRejected,  // guest GSO/checksum request is invalid (reason in offload_rejected)
-  kFrameTooLarge,    // guest frame larger than one UMEM frame
-  kMalformed,        // guest chain shorter than a virtio-net header
+  kFrameTooLarge,    // guest frame larger than one UMEM frame, uplink group frame larger
+                     // than an AF_PACKET ring slot
+  kMalformed,        // frame shorter than its headers (virtio-net, Ethernet, VLAN tag)
+  kVlan,             // the frame's VLAN is not carried by the port it came from or goes to
+  kNoFdbEntry,       // unknown unicast from a VM and the policy drops it
+  kHairpin,          // unicast to a MAC of the port the frame came from
   kCount,
 };
 const char* DropReasonName(DropReason reason);
@@ -62,7 +95,76 @@ const char* DropReasonName(DropReason reason);
 // A VM port the relay serves. The port must outlive the relay.
 struct RelayPort {
   vhost::VhostUserPort* port = nullptr;
+  // The port's MAC: a static FDB entry in each VLAN the port carries, so XDP
+  // steers frames for it to the port. All zeros: none (the port's sources
+  // are learned when it transmits).
   steering::MacAddress mac{};
+  // More MACs of the same port, treated like `mac`.
+  std::vector<steering::MacAddress> extra_macs;
+  // The VLANs the port carries. Default: access port in VLAN 0, i.e.
+  // untagged in the guest and untagged on the uplink. An access port in VLAN
+  // N is untagged in the guest and tagged N on the uplink; a trunk carries
+  // its allowed VLANs tagged (the native one untagged) both ways. MACs are
+  // entered statically in at most kMaxStaticVlansPerPort VLANs of a trunk;
+  // on more, they are learned.
+  datapath::VlanPolicy vlan;
+};
+
+// What happens to a unicast frame from a VM whose destination is in no FDB
+// entry (not a local port's MAC, not learned, not static).
+enum class UnknownUnicastPolicy : uint8_t {
+  kFlood,   // to the other VMs of the VLAN and out of the uplink (a classic switch)
+  kUplink,  // out of the uplink only (VM MACs are all configured)
+  kDrop,    // counted as no_fdb_entry
+};
+
+// Switching behaviour, fixed at Create.
+struct SwitchingOptions {
+  // Learned entries unused for this long are removed (and leave the
+  // steering map).
+  uint32_t fdb_ageing_seconds = 300;
+  // Learned entries in total and per port; more are refused and counted
+  // (FdbCounters). The steering map holds XVIO_PORT_MAP_MAX_ENTRIES entries,
+  // static and learned together.
+  uint32_t max_learned_entries = 2048;
+  uint32_t max_learned_per_port = 256;
+  // How often learned MACs are applied, entries aged and the steering map
+  // brought in line with the FDB (by a control thread of the relay).
+  std::chrono::milliseconds maintenance_interval{100};
+  UnknownUnicastPolicy unknown_unicast = UnknownUnicastPolicy::kFlood;
+  // Copy the broadcast and multicast frames the uplink receives to the VMs
+  // of their VLAN (an AF_PACKET socket; the host stack keeps the frames).
+  // Off: VMs only get group frames from other VMs.
+  bool flood_uplink_group_frames = true;
+};
+
+// One FDB entry, as FdbEntries() reports it.
+struct RelayFdbEntry {
+  steering::MacAddress mac{};
+  uint16_t vlan_id = 0;
+  std::string port_name;  // empty: the uplink
+  datapath::FdbEntryKind kind = datapath::FdbEntryKind::kStatic;
+  // A MAC from a port's RelayPort, or the uplink's own MAC (VLAN 0), not
+  // from AddStaticFdbEntry: it cannot be removed or redirected.
+  bool port_address = false;
+  // Learned entries: when the source was last seen.
+  std::chrono::system_clock::time_point last_seen{};
+};
+
+// Counters of the switching layer (FDB, flooding, steering map).
+struct SwitchingStats {
+  datapath::FdbCounters fdb;    // learned, moved, aged, limits, publishes
+  uint32_t static_entries = 0;  // port MACs and AddStaticFdbEntry entries
+  uint32_t learned_entries = 0;
+  uint32_t steering_entries = 0;        // entries in the XDP port map (those for VM ports)
+  uint64_t steering_update_errors = 0;  // map updates that failed (retried next pass)
+  uint64_t learn_queue_full = 0;        // learn events the worker could not queue
+  uint64_t flooded_from_vms = 0;        // VM frames flooded (broadcast, multicast, unknown unicast)
+  uint64_t flood_copies_to_vms = 0;     // copies delivered to VM receive queues (both origins)
+  uint64_t flood_copies_port_down = 0;  // copies skipped: the VM's receive queue was not running
+  uint64_t group_frames_from_uplink = 0;     // group frames copied from the uplink (AF_PACKET)
+  uint64_t group_frames_truncated = 0;       // ... of those, larger than a ring slot (dropped)
+  uint64_t group_frames_kernel_dropped = 0;  // lost by the kernel: the AF_PACKET ring was full
 };
 
 struct RelayPortStats {
@@ -80,6 +182,10 @@ struct RelayPortStats {
 
 struct RelayStats {
   steering::AttachResult attach;
+  bool adopted = false;      // the program was adopted, not attached by this relay
+  uint32_t program_id = 0;   // kernel id of the attached steering program
+  uint32_t xsks_map_id = 0;  // kernel id of the (pinned) xskmap
+  bool zero_copy = false;    // the AF_XDP sockets bound in zero-copy mode
   uint64_t uplink_rx_frames = 0;
   uint64_t uplink_rx_bytes = 0;
   uint64_t uplink_tx_frames = 0;
@@ -106,8 +212,9 @@ struct RelayStats {
 };
 
 // One uplink, one worker thread. Control calls (Create, AddPort, RemovePort,
-// Start, Stats) may come from any thread; ports can be added and removed
-// while the worker runs.
+// the FDB calls, Start, Stats) may come from any thread; ports can be added
+// and removed while the worker runs. Switching (FDB, VLANs, flooding, the
+// AF_PACKET copy of the uplink's broadcasts) is described in docs/relay.md.
 class UplinkRelay {
  public:
   // Ports served at once (port ids 0..kMaxPorts-1 in the steering map).
@@ -117,6 +224,11 @@ class UplinkRelay {
   // and one AF_XDP socket per queue, and puts them in the steering xskmap.
   // Runs in the calling thread's network namespace.
   static absl::StatusOr<std::unique_ptr<UplinkRelay>> Create(UplinkRelayOptions options);
+  // The same, with switching options (FDB ageing and limits, flooding policy).
+  static absl::StatusOr<std::unique_ptr<UplinkRelay>> Create(UplinkRelayOptions options,
+                                                             SwitchingOptions switching);
+  // Static entries per MAC of a trunk port (see RelayPort::vlan).
+  static constexpr uint32_t kMaxStaticVlansPerPort = 64;
   // Stops the worker, removes the sockets from the xskmap, detaches XDP (in
   // the uplink's namespace, from whichever thread). Remove ports (RemovePort)
   // before destroying them, and destroy them before the relay if their
@@ -125,14 +237,36 @@ class UplinkRelay {
   UplinkRelay(const UplinkRelay&) = delete;
   UplinkRelay& operator=(const UplinkRelay&) = delete;
 
-  // Serves `port`: frames for `port.mac` (untagged) arriving on the uplink are
-  // steered to it. Fails on a duplicate MAC, a port already served, or when
-  // kMaxPorts are served.
-  absl::Status AddPort(RelayPort port);
-  // Stops serving `port`: its MAC leaves the steering map (frames for it go
-  // to the host stack again) and, when this returns, the worker no longer
-  // touches the port, so it may be destroyed.
+  // Serves `port`: frames for its MACs in the VLANs it carries are steered
+  // to it by XDP, and it joins the flood sets of those VLANs. Fails on an
+  // invalid VLAN policy, a MAC another port has in a shared VLAN, a port
+  // already served, or when kMaxPorts are served.
+  absl::Status AddPort(const RelayPort& port);
+  // Stops serving `port`: its MACs and every FDB entry pointing at it leave
+  // the FDB and the steering map (frames for them go to the host stack
+  // again) and, when this returns, the worker no longer touches the port, so
+  // it may be destroyed.
   absl::Status RemovePort(vhost::VhostUserPort& port);
+
+  // Static FDB entries (the API's): frames to `mac` in `vlan_id` (0 =
+  // untagged on the uplink) go to `port`, or out of the uplink when `port`
+  // is nullptr. An entry for a served port is also put in the steering map.
+  // The port must be served and carry the VLAN. Re-adding an identical
+  // entry succeeds, one to another destination replaces it; a port's own
+  // address (RelayPort) or the uplink's MAC fails with ALREADY_EXISTS.
+  // Takes effect (FDB published, steering map updated) when this returns.
+  absl::Status AddStaticFdbEntry(const steering::MacAddress& mac, uint16_t vlan_id,
+                                 vhost::VhostUserPort* port);
+  // Removes an entry AddStaticFdbEntry made (NOT_FOUND if there is none).
+  absl::Status RemoveStaticFdbEntry(const steering::MacAddress& mac, uint16_t vlan_id);
+  // The FDB as of now, sorted by (VLAN, MAC): every entry, or the learned ones.
+  std::vector<RelayFdbEntry> FdbEntries() const;
+  std::vector<RelayFdbEntry> LearnedFdbEntries() const;
+  SwitchingStats SwitchingStatistics() const;
+  // One maintenance pass now (apply learned MACs, age, publish, sync the
+  // steering map), as the relay's maintenance thread does every
+  // maintenance_interval.
+  void MaintainFdb();
   // Starts the worker thread.
   void Start();
   // Wakes a sleeping worker (any thread; pass it as the ports' on_change).
@@ -172,7 +306,37 @@ class UplinkRelay {
   // EnqueueReceive per group; counts drops. `local` selects the counter.
   void DeliverPending(uint32_t count, bool local);
   void Drop(DropReason reason, uint64_t frames = 1);
-  PortState* FindPortByMac(const uint8_t* mac) const;
+  // Switching, control side (switching.cc). The *Locked functions need
+  // fdb_mutex_.
+  absl::Status SetupSwitching(const SwitchingOptions& switching);
+  // (MAC, VLAN) FDB keys of a port's own addresses.
+  static std::vector<uint64_t> PortAddressKeys(const RelayPort& port);
+  // Flood sets from the served ports, leaving out `excluded_port_id`.
+  void UpdateFloodSetsLocked(uint32_t excluded_port_id);
+  // Publishes FDB changes to the worker, then brings the steering map in
+  // line (entries for VM ports); the first map error, if any.
+  absl::Status PublishLocked();
+  absl::Status SyncSteeringLocked();
+  std::vector<RelayFdbEntry> FdbEntriesMatching(bool learned_only) const;
+  // Seconds on the relay's monotonic clock (from 1).
+  uint32_t NowSeconds() const;
+  // Switching, worker side.
+  // Delivers one frame to every VM in `targets` except `source_port_id`,
+  // re-tagged per target. `header` may be nullptr. Returns copies delivered.
+  uint32_t FloodToPorts(std::span<const uint32_t> targets, uint32_t source_port_id,
+                        const FrameEdges& edges, const datapath::IngressDecision& ingress,
+                        const vhost::VirtioNetHeader* header,
+                        std::span<const vhost::HostSegment> segments, uint32_t length_bytes,
+                        uint32_t hash, bool local);
+  // Floods a frame from the uplink (ours to read; the AF_PACKET copy or a
+  // frame XDP redirected by policy) to the VMs of its VLAN.
+  void FloodFromUplink(std::byte* data, uint32_t length_bytes, uint32_t hash,
+                       datapath::FloodClass frame_class);
+  // Group frames the uplink's host stack received (AF_PACKET copy).
+  uint32_t ServeGroupFrames();
+  // Learns `source` in `vlan_id` on `port_id`, skipping a repeat of the
+  // previous call's source (bursts mostly come from one address).
+  void LearnSource(const uint8_t* source, uint16_t vlan_id, uint32_t port_id);
   // Picks up added/removed ports and ring changes, once per round.
   void RefreshPorts();
   void RebuildWaitSet();
@@ -183,6 +347,7 @@ class UplinkRelay {
   UplinkRelayOptions options_;
   std::unique_ptr<steering::SteeringProgram> steering_;
   steering::AttachResult attach_result_;
+  bool adopted_ = false;  // Setup took over a program a previous relay left attached
   std::shared_ptr<xsk::Umem> umem_;
   std::vector<std::unique_ptr<xsk::Socket>> sockets_;
 
@@ -248,6 +413,54 @@ class UplinkRelay {
   std::vector<int> wait_fds_;  // our dups of kick fds
   uint64_t wait_set_key_ = ~uint64_t{0};
   bool wait_needs_timeout_ = false;
+
+  // Switching. Control side, guarded by fdb_mutex_ (taken after
+  // control_mutex_, before ports_mutex_).
+  SwitchingOptions switching_;
+  mutable std::mutex fdb_mutex_;
+  std::unique_ptr<datapath::Fdb> fdb_;
+  struct StaticEntry {
+    uint32_t port_id = 0;  // or datapath::kUplinkPortId
+    bool port_address = false;
+  };
+  std::unordered_map<uint64_t, StaticEntry> static_entries_;  // by FdbKey
+  std::unordered_map<uint64_t, uint32_t> steered_;  // FdbKey -> port id, as in the steering map
+  std::vector<uint16_t> flood_vlans_;               // VLANs with a flood set
+  bool steering_out_of_sync_ = false;               // a map update failed; retry
+  uint64_t steering_update_errors_ = 0;
+  uint64_t group_frames_kernel_dropped_ = 0;
+  const std::chrono::steady_clock::time_point clock_origin_ = std::chrono::steady_clock::now();
+  // Worker side: its FDB handle (before fdb_ goes), the snapshot it reads
+  // during a round, the clock of the round, and what the uplink carries.
+  std::unique_ptr<datapath::FdbReader> fdb_reader_;
+  const datapath::FdbSnapshot* fdb_snapshot_ = nullptr;
+  uint32_t now_seconds_ = 1;
+  uint64_t last_learned_key_ = 0;
+  uint32_t last_learned_port_ = 0;
+  uint32_t last_learned_seconds_ = 0;
+  const datapath::VlanPolicy uplink_vlan_ = datapath::VlanPolicy::UplinkAllVlans();
+  std::unique_ptr<GroupFrameListener> group_listener_;
+  Retag retags_[kBurst];
+  vhost::VirtioNetHeader shifted_headers_[kBurst];
+  std::vector<vhost::HostSegment> retag_segments_;  // for re-tagged local frames of a burst
+  std::vector<vhost::HostSegment> flood_segments_;  // one flood copy
+  std::atomic<uint64_t> flooded_from_vms_{0};
+  std::atomic<uint64_t> flood_copies_to_vms_{0};
+  std::atomic<uint64_t> flood_copies_port_down_{0};
+  std::atomic<uint64_t> group_frames_from_uplink_{0};
+  std::atomic<uint64_t> group_frames_truncated_{0};
+  // Last members: destroyed first, after the destructor's body stopped the
+  // worker. The maintenance thread stops, then learned entries leave the
+  // steering map (they are meaningless to a relay that adopts the maps).
+  struct OnDestroy {
+    std::function<void()> run;
+    ~OnDestroy() {
+      if (run)
+        run();
+    }
+  };
+  OnDestroy switching_teardown_;
+  PeriodicTask fdb_maintenance_;
 };
 
 }  // namespace xvio::relay

@@ -60,10 +60,15 @@ void UplinkRelay::RebuildWaitSet() {
   event.events = EPOLLIN;
   event.data.fd = wake_fd_;
   epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &event);
-  // AF_XDP sockets are readable while their RX ring holds descriptors.
+  // AF_XDP sockets are readable while their RX ring holds descriptors, the
+  // group frame socket while its ring holds a frame.
   for (const auto& socket : sockets_) {
     event.data.fd = socket->fd();
     epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, socket->fd(), &event);
+  }
+  if (group_listener_ != nullptr) {
+    event.data.fd = group_listener_->fd();
+    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, group_listener_->fd(), &event);
   }
   wait_needs_timeout_ = false;
   for (PortState* port : active_ports_) {
@@ -120,8 +125,11 @@ void UplinkRelay::Sleep() {
   const int count = epoll_wait(epoll_fd_, events, 16, timeout_ms);
   for (int i = 0; i < count; ++i) {
     const int fd = events[i].data.fd;
+    // Only the eventfds (wake, kicks) need reading to re-arm; the sockets'
+    // rings are consumed by the next round.
     const bool is_socket = std::any_of(sockets_.begin(), sockets_.end(),
-                                       [fd](const auto& socket) { return socket->fd() == fd; });
+                                       [fd](const auto& socket) { return socket->fd() == fd; }) ||
+                           (group_listener_ != nullptr && group_listener_->fd() == fd);
     if (!is_socket) {
       uint64_t value;
       (void)read(fd, &value, sizeof(value));  // re-arm the eventfd
@@ -142,13 +150,20 @@ void UplinkRelay::Run() {
   while (!stop_.load(std::memory_order_acquire)) {
     Increment(polls_, 1);
     RefreshPorts();
+    // One FDB read section per round: a control-side publish waits at most
+    // one round for it.
+    fdb_snapshot_ = &fdb_reader_->Begin();
+    now_seconds_ = NowSeconds();  // the learning clock, once per round
     uint32_t work = 0;
     for (auto& socket : sockets_)
       work += ServeUplinkQueue(*socket);
+    work += ServeGroupFrames();
     for (PortState* port : active_ports_) {
       for (uint16_t q = 0; q < port->config.port->queue_pairs(); ++q)
         work += ServeGuestTransmit(*port, q);
     }
+    fdb_reader_->End();
+    fdb_snapshot_ = nullptr;
     uint64_t syscalls = 0;
     for (auto& socket : sockets_) {
       work += socket->ReclaimCompletions() > 0 ? 1 : 0;

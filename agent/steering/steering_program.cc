@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <xdp/libxdp.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -202,6 +203,8 @@ SteeringProgram::~SteeringProgram() {
     if (!detached.ok())
       std::fprintf(stderr, "xvio steering: %s\n", detached.ToString().c_str());
   }
+  if (adopted_program_ != nullptr)
+    xdp_program__close(adopted_program_);
   if (xdp_program_ != nullptr)
     xdp_program__close(xdp_program_);
   if (skeleton_ != nullptr)
@@ -297,14 +300,21 @@ absl::Status SteeringProgram::AfterLoad() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<AttachResult> SteeringProgram::Attach(int ifindex, bool allow_skb_fallback) {
+absl::StatusOr<AttachResult> SteeringProgram::Attach(int ifindex, bool allow_skb_fallback,
+                                                     bool skb_only) {
   if (attached_ifindex_ != 0) {
     return absl::FailedPreconditionError("already attached to ifindex " +
                                          std::to_string(attached_ifindex_) + "; Detach() first");
   }
   AttachResult result;
-  int error = xdp_program__attach(xdp_program_, ifindex, XDP_MODE_NATIVE, 0);
-  if (error != 0 && allow_skb_fallback) {
+  int error = 0;
+  if (skb_only) {
+    error = xdp_program__attach(xdp_program_, ifindex, XDP_MODE_SKB, 0);
+    result.mode = XdpMode::kSkb;
+  } else {
+    error = xdp_program__attach(xdp_program_, ifindex, XDP_MODE_NATIVE, 0);
+  }
+  if (error != 0 && allow_skb_fallback && !skb_only) {
     result.native_attach_error = LibxdpError(error, "native XDP attach").ToString();
     error = xdp_program__attach(xdp_program_, ifindex, XDP_MODE_SKB, 0);
     result.mode = XdpMode::kSkb;
@@ -327,6 +337,7 @@ absl::StatusOr<AttachResult> SteeringProgram::Attach(int ifindex, bool allow_skb
     xdp_multiprog__close(multiprog);
   }
   attached_mode_ = result.mode;
+  attached_program_id_ = xdp_program__id(xdp_program_);
   if (!loaded_) {
     loaded_ = true;  // libxdp loaded the object
     absl::Status after = AfterLoad();
@@ -336,14 +347,106 @@ absl::StatusOr<AttachResult> SteeringProgram::Attach(int ifindex, bool allow_skb
   return result;
 }
 
+absl::StatusOr<std::optional<AttachResult>> SteeringProgram::AdoptAttached(int ifindex) {
+  if (attached_ifindex_ != 0) {
+    return absl::FailedPreconditionError("already attached to ifindex " +
+                                         std::to_string(attached_ifindex_) + "; Detach() first");
+  }
+  // Only a complete set of adopted maps can belong to a running program.
+  if (adopted_maps_.size() != AllMaps(skeleton_).size())
+    return std::optional<AttachResult>();
+  const std::uint32_t xsks_id = xsks_map_id();
+  xdp_multiprog* multiprog = xdp_multiprog__get_from_ifindex(ifindex);
+  if (libxdp_get_error(multiprog) != 0 || multiprog == nullptr)
+    return std::optional<AttachResult>();
+  // A program is ours when it uses the pinned xskmap (map ids are unique for
+  // the map's lifetime, and the pin keeps it alive).
+  auto uses_our_xskmap = [xsks_id](std::uint32_t program_id) {
+    const int fd = bpf_prog_get_fd_by_id(program_id);
+    if (fd < 0)
+      return false;
+    std::uint32_t map_ids[16] = {};
+    bpf_prog_info info{};
+    info.nr_map_ids = sizeof(map_ids) / sizeof(map_ids[0]);
+    info.map_ids = reinterpret_cast<std::uint64_t>(map_ids);
+    __u32 length = sizeof(info);
+    const bool read = bpf_obj_get_info_by_fd(fd, &info, &length) == 0;
+    close(fd);
+    if (!read)
+      return false;
+    const std::uint32_t count = std::min<std::uint32_t>(info.nr_map_ids, 16);
+    return std::find(map_ids, map_ids + count, xsks_id) != map_ids + count;
+  };
+  std::uint32_t found_id = 0;
+  const bool legacy = xdp_multiprog__is_legacy(multiprog);
+  if (legacy) {
+    xdp_program* main = xdp_multiprog__main_prog(multiprog);
+    if (main != nullptr && uses_our_xskmap(xdp_program__id(main)))
+      found_id = xdp_program__id(main);
+  } else {
+    for (xdp_program* component = xdp_multiprog__next_prog(nullptr, multiprog);
+         component != nullptr && found_id == 0;
+         component = xdp_multiprog__next_prog(component, multiprog)) {
+      if (uses_our_xskmap(xdp_program__id(component)))
+        found_id = xdp_program__id(component);
+    }
+  }
+  const xdp_attach_mode mode = xdp_multiprog__attach_mode(multiprog);
+  xdp_multiprog__close(multiprog);
+  if (found_id == 0)
+    return std::optional<AttachResult>();
+
+  xdp_program* adopted = xdp_program__from_id(found_id);
+  if (long error = libxdp_get_error(adopted); error != 0)
+    return LibxdpError(static_cast<int>(error),
+                       "opening the attached steering program id " + std::to_string(found_id));
+  // Our own copy of the program, loaded against the adopted maps, makes the
+  // map operations and program_fd() work as after Attach().
+  if (absl::Status status = Load(); !status.ok()) {
+    xdp_program__close(adopted);
+    return status;
+  }
+  adopted_program_ = adopted;
+  attached_ifindex_ = ifindex;
+  attached_mode_ = mode == XDP_MODE_SKB ? XdpMode::kSkb : XdpMode::kNative;
+  attached_program_id_ = found_id;
+  AttachResult result;
+  result.mode = attached_mode_;
+  result.dispatcher = !legacy;
+  return std::optional<AttachResult>(result);
+}
+
+std::uint32_t SteeringProgram::xsks_map_id() const {
+  bpf_map_info info{};
+  __u32 length = sizeof(info);
+  if (bpf_obj_get_info_by_fd(xsks_map_fd(), &info, &length) != 0)
+    return 0;
+  return info.id;
+}
+
+absl::Status SteeringProgram::RemovePins() {
+  if (options_.pin_directory.empty())
+    return absl::OkStatus();
+  for (bpf_map* map : AllMaps(skeleton_)) {
+    const std::string path = options_.pin_directory + "/" + bpf_map__name(map);
+    if (unlink(path.c_str()) != 0 && errno != ENOENT)
+      return ErrnoError(errno, "removing the pin " + path);
+  }
+  if (rmdir(options_.pin_directory.c_str()) != 0 && errno != ENOENT && errno != ENOTEMPTY)
+    return ErrnoError(errno, "removing the pin directory " + options_.pin_directory);
+  return absl::OkStatus();
+}
+
 absl::Status SteeringProgram::Detach() {
   if (attached_ifindex_ == 0)
     return absl::OkStatus();
+  xdp_program* program = adopted_program_ != nullptr ? adopted_program_ : xdp_program_;
   int error =
-      xdp_program__detach(xdp_program_, attached_ifindex_,
+      xdp_program__detach(program, attached_ifindex_,
                           attached_mode_ == XdpMode::kNative ? XDP_MODE_NATIVE : XDP_MODE_SKB, 0);
   const int ifindex = attached_ifindex_;
   attached_ifindex_ = 0;
+  attached_program_id_ = 0;
   if (error != 0) {
     return LibxdpError(
         error, "detaching the XDP steering program from ifindex " + std::to_string(ifindex));

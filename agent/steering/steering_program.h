@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -77,9 +78,26 @@ class SteeringProgram {
   // native mode; when that fails and `allow_skb_fallback`, in skb (generic)
   // mode. Fails if already attached. Until ports and sockets are set, the
   // program passes every frame to the host, so attaching first is safe.
-  absl::StatusOr<AttachResult> Attach(int ifindex, bool allow_skb_fallback = true);
+  // `skb_only` skips native mode and attaches in skb mode at once.
+  absl::StatusOr<AttachResult> Attach(int ifindex, bool allow_skb_fallback = true,
+                                      bool skb_only = false);
+  // Takes over a steering program that a previous agent left attached to
+  // `ifindex`: one whose xskmap is the map adopted from the pin directory.
+  // The program (and its id) stays as it is; this object loads a copy only
+  // to own the maps, and Detach() detaches the adopted program. Returns
+  // nullopt when no such program is attached (then Attach() as usual).
+  absl::StatusOr<std::optional<AttachResult>> AdoptAttached(int ifindex);
   // Detaches from the interface Attach() used; no-op when not attached.
   absl::Status Detach();
+  // Forgets the attachment without detaching: the program keeps running on
+  // the interface after this object is gone (for a restarted agent to adopt).
+  void LeaveAttached() { attached_ifindex_ = 0; }
+  // Removes the map pins from the pin directory, and the directory when it
+  // is then empty. The maps live on while something still uses them.
+  absl::Status RemovePins();
+  // Kernel ids of the attached program (0 when not attached) and of the xskmap.
+  std::uint32_t attached_program_id() const { return attached_program_id_; }
+  std::uint32_t xsks_map_id() const;
 
   bool loaded() const { return loaded_; }
   // Names of the maps adopted from the pin directory at Open().
@@ -131,6 +149,9 @@ class SteeringProgram {
   bool loaded_ = false;
   int attached_ifindex_ = 0;
   XdpMode attached_mode_ = XdpMode::kNative;
+  std::uint32_t attached_program_id_ = 0;
+  // The program a previous agent attached, when AdoptAttached() found one.
+  xdp_program* adopted_program_ = nullptr;
   std::vector<std::string> adopted_maps_;
 };
 

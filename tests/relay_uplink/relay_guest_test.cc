@@ -1,7 +1,10 @@
-// End to end: a real Linux guest (QEMU, tests/e2e image) on an xvio-relay
-// port reaches a lab host on the relay's veth uplink, and back, while the
-// uplink's own address stays reachable from the lab host; a TCP stream
-// from the guest (TSO negotiated) arrives whole, segmented by the relay.
+// End to end: two real Linux guests (QEMU, tests/e2e image) on xvio-relay
+// ports. The lab host on the relay's veth uplink reaches a guest first (its
+// ARP request reaches the guest through the flood path), the guests ping each
+// other (ARP flooded vring to vring), a guest reaches the lab host over IPv4
+// and IPv6 (neighbour discovery multicast), the uplink's own address stays
+// reachable, and a TCP stream from a guest (TSO negotiated) arrives whole,
+// segmented by the relay.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -40,10 +43,17 @@ TEST(RelayGuestTest, GuestAndLabHostPingThroughTheRelay) {
   VethPair veth(
       uplink_ns, host_ns,
       {.name_a = "uplink0", .name_b = "peer0", .ipv4_a = "10.99.0.2/24", .ipv4_b = "10.99.0.1/24"});
+  // IPv6 on the lab host's end only, without duplicate address detection
+  // (its wait is not what this test is about).
+  RunCommandOrThrow(host_ns.Exec("sysctl -qw net.ipv6.conf.peer0.disable_ipv6=0"));
+  RunCommandOrThrow(host_ns.Exec("ip -6 addr add fd00:99::1/64 dev peer0 nodad"));
   TempDir directory;
   const std::string socket = directory.path() + "/vm0.sock";
+  const std::string socket1 = directory.path() + "/vm1.sock";
   const std::string guest_mac = "52:54:00:00:99:50";
-  RelayProcess relay(uplink_ns, directory.path(), {"vm0=" + socket + "," + guest_mac});
+  const std::string guest1_mac = "52:54:00:00:99:51";
+  RelayProcess relay(uplink_ns, directory.path(),
+                     {"vm0=" + socket + "," + guest_mac, "vm1=" + socket1 + "," + guest1_mac});
 
   GuestOptions options;
   options.image = image;
@@ -52,19 +62,45 @@ TEST(RelayGuestTest, GuestAndLabHostPingThroughTheRelay) {
   options.ipv4_cidr = "10.99.0.50/24";
   options.log_path = directory.path() + "/guest.log";
   QemuGuest guest(options);
+  GuestOptions options1 = options;
+  options1.vhost_socket = socket1;
+  options1.mac = guest1_mac;
+  options1.ipv4_cidr = "10.99.0.51/24";
+  options1.log_path = directory.path() + "/guest1.log";
+  QemuGuest guest1(options1);
   guest.WaitReady();
+  guest1.WaitReady();
 
-  // The guest's ARP request (broadcast) leaves through the uplink; the lab
-  // host's unicast reply is steered to the guest by XDP.
-  const auto ping = guest.Run("ping -c 3 -W 10 10.99.0.1");
-  EXPECT_EQ(ping.status, 0) << "guest -> lab host ping failed:\n" << ping.output;
-  // The lab host learned the guest's MAC from that ARP request.
+  // First contact from the lab host: its ARP request (broadcast) stays with
+  // the uplink's host stack (XDP_PASS) and reaches the guests through the
+  // relay's AF_PACKET copy; the guest's unicast reply leaves through AF_XDP.
   EXPECT_EQ(RunCommand(host_ns.Exec("ping -c 3 -W 10 10.99.0.50 >/dev/null")), 0)
-      << "lab host -> guest ping failed";
+      << "lab host -> guest ping failed (ARP request not flooded to the guest?)";
+  EXPECT_GE(relay.SettledCounter("flood.group_frames_from_uplink", 1u), 1u);
+  EXPECT_GE(relay.SettledCounter("port.vm1.from_uplink", 1u), 1u)
+      << "vm1 did not get the ARP broadcast";
+  // Guest to guest: the ARP request is flooded vring to vring (and out of the
+  // uplink once), the rest stays local.
+  const auto guests = guest.Run("ping -c 3 -W 10 10.99.0.51");
+  EXPECT_EQ(guests.status, 0) << "guest -> guest ping failed:\n" << guests.output;
+  EXPECT_GE(relay.SettledCounter("port.vm0.to_local", 3u), 3u);
+  EXPECT_GE(relay.SettledCounter("port.vm1.to_local", 3u), 3u);
+  EXPECT_GE(relay.SettledCounter("flood.from_vms", 1u), 1u);
+  const auto ping = guest1.Run("ping -c 3 -W 10 10.99.0.1");
+  EXPECT_EQ(ping.status, 0) << "guest -> lab host ping failed:\n" << ping.output;
   EXPECT_EQ(RunCommand(host_ns.Exec("ping -c 2 -W 5 10.99.0.2 >/dev/null")), 0)
       << "the uplink's own address became unreachable";
-  EXPECT_GE(relay.Counter("port.vm0.from_uplink"), 6u);
-  EXPECT_GE(relay.Counter("port.vm0.to_uplink"), 6u);
+  // IPv6: the lab host's neighbour solicitation goes to a solicited-node
+  // multicast group, flooded to the guests like a broadcast.
+  const auto ipv6 = guest.Run(
+      "echo 0 > /proc/sys/net/ipv6/conf/eth0/accept_dad && ip -6 addr add fd00:99::50/64 dev eth0");
+  EXPECT_EQ(ipv6.status, 0) << ipv6.output;
+  EXPECT_EQ(RunCommand(host_ns.Exec("ping -6 -c 3 -W 10 fd00:99::50 >/dev/null")), 0)
+      << "lab host -> guest IPv6 ping failed (neighbour solicitation not flooded?)";
+  const auto ping6 = guest.Run("ping -6 -c 2 -W 10 fd00:99::1");
+  EXPECT_EQ(ping6.status, 0) << "guest -> lab host IPv6 ping failed:\n" << ping6.output;
+  EXPECT_GE(relay.SettledCounter("port.vm0.from_uplink", 6u), 6u);
+  EXPECT_GE(relay.SettledCounter("port.vm0.to_uplink", 6u), 6u);
   EXPECT_EQ(relay.Counter("drop.bad_metadata"), 0u);
   EXPECT_EQ(relay.Counter("drop.unknown_port"), 0u);
 

@@ -25,6 +25,7 @@ class RelayProcess {
  public:
   RelayProcess(const NetNamespace& ns, const std::string& directory,
                const std::vector<std::string>& port_arguments,
+               const std::vector<std::string>& extra_arguments = {},
                const std::string& binary = XVIO_RELAY_BINARY)
       : stats_path_(directory + "/stats") {
     std::vector<std::string> arguments = {
@@ -35,6 +36,7 @@ class RelayProcess {
       arguments.push_back("--port");
       arguments.push_back(port);
     }
+    arguments.insert(arguments.end(), extra_arguments.begin(), extra_arguments.end());
     const std::string log_path = directory + "/relay.log";
     pid_ = fork();
     if (pid_ == 0) {
