@@ -1,8 +1,8 @@
-// The datapath as the control plane sees it. The relay (XDP steering program,
-// AF_XDP sockets, vhost-user ports and workers) implements this interface; the
-// state store calls it for every change of desired state and asks it for
-// status and counters. Until the relay exists, DetachedDatapath stands in and
-// says so in every status.
+// The datapath as the control plane sees it. xvio-agent's RelayDatapath (XDP
+// steering, AF_XDP sockets, vhost-user ports and workers; agent/daemon)
+// implements this interface; the state store calls it for every change of
+// desired state and asks it for status and counters. DetachedDatapath serves
+// nothing and says so in every status (the control plane without a datapath).
 #pragma once
 
 #include <vector>

@@ -1,7 +1,7 @@
-// The datapath the agent runs with until the relay is built: it accepts every
-// change (the desired state is still validated and persisted by the store) and
-// reports, in every status, that nothing serves it. Never a silent success:
-// resources say DATAPATH_STATE_NOT_ATTACHED with the reason.
+// The control plane without a datapath (the in-process API tests use it): it
+// accepts every change (the desired state is still validated and persisted by
+// the store) and reports, in every status, that nothing serves it. Never a
+// silent success: resources say DATAPATH_STATE_NOT_ATTACHED with the reason.
 #pragma once
 
 #include "agent/control/datapath.h"
@@ -12,8 +12,8 @@ class DetachedDatapath final : public Datapath {
  public:
   // The message every status carries.
   static constexpr const char* kNotAttachedMessage =
-      "not attached: the relay that serves uplinks and ports is not built yet; the desired state "
-      "is stored and persisted, but no XDP program, AF_XDP socket or vhost-user socket exists";
+      "not attached: this control plane runs without a datapath; the desired state is stored and "
+      "persisted, but no XDP program, AF_XDP socket or vhost-user socket exists";
 
   absl::Status CheckUplinkChange(const UplinkChange& change) const override;
   absl::Status CheckPortChange(const PortChange& change) const override;

@@ -1,9 +1,9 @@
 // The desired-state store (see state_store.h).
 #include "agent/control/state_store.h"
 
-#include <net/if.h>
-
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -20,6 +20,7 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "google/protobuf/util/time_util.h"
 #include "google/protobuf/wire_format_lite.h"
+#include "xsk/interface.h"
 
 namespace xvio::control {
 namespace {
@@ -78,20 +79,32 @@ absl::StatusOr<std::string> Paginate(const Map& map, absl::string_view kind, int
   return it == map.end() ? std::string() : EncodePageToken(kind, last_key);
 }
 
+// Looked up in the agent's network namespace: if_nametoindex and
+// ETHTOOL_GCHANNELS, or, for drivers without channels (lo), /sys/class/net
+// when its entry is the same interface (sysfs shows the namespace of whoever
+// mounted it, e.g. the host's when the agent was started with nsenter).
 void FillInterfaceStatus(const std::string& interface, v1::UplinkStatus& status) {
-  const unsigned ifindex = ::if_nametoindex(interface.c_str());
-  status.set_interface_present(ifindex != 0);
-  status.set_ifindex(ifindex);
-  uint32_t queues = 0;
-  if (ifindex != 0) {
-    std::error_code error;
-    for (const auto& entry : std::filesystem::directory_iterator(
-             std::filesystem::path("/sys/class/net") / interface / "queues", error)) {
-      if (absl::StartsWith(entry.path().filename().string(), "rx-"))
-        ++queues;
-    }
+  auto queues = xsk::LookUpInterfaceQueues(interface);
+  status.set_interface_present(queues.ok());
+  status.set_ifindex(queues.ok() ? static_cast<uint32_t>(queues->ifindex) : 0);
+  if (!queues.ok())
+    return;
+  if (queues->queue_counts_known) {
+    status.set_interface_queue_count(queues->rx_queue_count);
+    return;
   }
-  status.set_interface_queue_count(queues);
+  const std::filesystem::path sysfs = std::filesystem::path("/sys/class/net") / interface;
+  std::ifstream ifindex_file(sysfs / "ifindex");
+  int sysfs_ifindex = 0;
+  if (!(ifindex_file >> sysfs_ifindex) || sysfs_ifindex != queues->ifindex)
+    return;
+  uint32_t count = 0;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(sysfs / "queues", error)) {
+    if (absl::StartsWith(entry.path().filename().string(), "rx-"))
+      ++count;
+  }
+  status.set_interface_queue_count(count);
 }
 
 void Stamp(v1::ResourceMeta& meta, bool created) {

@@ -12,10 +12,10 @@
 #include "CLI/CLI.hpp"
 #include "agent/control/control_plane.h"
 #include "agent/control/control_server.h"
-#include "agent/control/detached_datapath.h"
 #include "agent/control/metrics.h"
 #include "agent/daemon/agent_config.h"
 #include "agent/daemon/logging.h"
+#include "agent/daemon/relay_datapath.h"
 #include "spdlog/spdlog.h"
 
 namespace {
@@ -49,10 +49,25 @@ bool EnsureUplinks(xvio::control::StateStore& store, const std::vector<std::stri
 }
 
 int Run(const xvio::daemon::AgentSettings& settings) {
-  // No datapath exists yet (the relay is a later issue): the detached one
-  // stores nothing itself and reports NOT_ATTACHED everywhere.
-  xvio::control::DetachedDatapath datapath;
-  spdlog::warn("datapath: {}", xvio::control::DetachedDatapath::kNotAttachedMessage);
+  // Restored ports open their vhost-user sockets here.
+  std::error_code error;
+  std::filesystem::create_directories(settings.control_plane.socket_dir, error);
+  if (error) {
+    spdlog::error("--socket-dir {}: {}", settings.control_plane.socket_dir.string(),
+                  error.message());
+    return kExitFailure;
+  }
+  // The relay datapath: uplinks become XDP steering + AF_XDP relays, ports
+  // vhost-user sockets. Opening the control plane restores the stored state
+  // into it (adopting what a previous agent left pinned under --bpf-pin-dir).
+  xvio::daemon::RelayDatapathOptions datapath_options;
+  datapath_options.bpf_pin_dir = settings.control_plane.bpf_pin_dir;
+  datapath_options.worker_cpus = settings.control_plane.worker_cpus;
+  datapath_options.poll_mode = settings.control_plane.poll_mode;
+  // Also when start-up fails half way: what a previous agent left attached
+  // stays for the next attempt unless --on-exit detach.
+  datapath_options.exit_policy_on_destroy = settings.exit_policy;
+  xvio::daemon::RelayDatapath datapath(std::move(datapath_options));
 
   auto control_plane = xvio::control::ControlPlane::Open(settings.control_plane, datapath);
   if (!control_plane.ok()) {
@@ -63,13 +78,6 @@ int Run(const xvio::daemon::AgentSettings& settings) {
   spdlog::info("state restored from {}: uplinks {}, ports {}, static FDB entries {}",
                settings.control_plane.state_dir.string(), counts.uplinks, counts.ports,
                counts.static_fdb_entries);
-  std::error_code error;
-  std::filesystem::create_directories(settings.control_plane.socket_dir, error);
-  if (error) {
-    spdlog::error("--socket-dir {}: {}", settings.control_plane.socket_dir.string(),
-                  error.message());
-    return kExitFailure;
-  }
   if (!EnsureUplinks((*control_plane)->store(), settings.uplinks))
     return kExitFailure;
 

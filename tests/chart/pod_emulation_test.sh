@@ -106,10 +106,27 @@ socket_mode=$(sed -n 's/^socket-mode: "0*\(.*\)"$/\1/p' "$config")
 actual_mode=$(stat -c '%a' "$work/host$socket_dir/xvio.sock")
 [[ "$actual_mode" == "$socket_mode" ]] || { echo "FAIL: socket mode $actual_mode, config says $socket_mode"; exit 1; }
 echo "ok: gRPC socket in the socket-dir hostPath, mode $actual_mode"
+# A veth in the pod's private network namespace stands in for the node's
+# uplink: the agent attaches XDP to it and serves the port's vhost-user socket
+# in the socket-dir hostPath, where a VM pod would find it.
+ip link add pod-uplink0 type veth peer name pod-peer0
+ip link set pod-uplink0 up
+ip link set pod-peer0 up
+in_pod xvioctl --addr "unix://$socket_dir/xvio.sock" uplink create up0 \
+  --interface pod-uplink0 >/dev/null
 in_pod xvioctl --addr "unix://$socket_dir/xvio.sock" port create chart-vm \
-  --socket "$socket_dir/chart-vm.sock" --mode server --mac 52:54:00:12:34:56 >/dev/null
+  --socket "$socket_dir/chart-vm.sock" --mode server --mac 52:54:00:12:34:56 --uplink up0 >/dev/null
 [[ -n "$(ls -A "$work/host$state_dir")" ]] || { echo "FAIL: nothing persisted in the state-dir hostPath"; exit 1; }
 echo "ok: port state persisted in the state-dir hostPath"
+deadline=$((SECONDS + 10))
+until [[ -S "$work/host$socket_dir/chart-vm.sock" ]]; do
+  ((SECONDS <= deadline)) || { cat "$work/agent.log"; echo "FAIL: the port's vhost-user socket never appeared"; exit 1; }
+  sleep 0.1
+done
+echo "ok: the agent serves the port's vhost-user socket in the socket-dir hostPath"
+ip link show pod-uplink0 | grep -q ' xdp' \
+  || { ip link show pod-uplink0; echo "FAIL: no XDP program on the uplink"; exit 1; }
+echo "ok: steering program attached to the uplink"
 
 metrics=$(sed -n 's/^metrics-address: "\(.*\)"$/\1/p' "$config")
 if [[ -n "$metrics" ]]; then

@@ -42,7 +42,7 @@ TEST(AgentConfig, DefaultsMatchTheDocumentation) {
 }
 
 TEST(AgentConfig, FileSetsValuesAndFlagsOverrideThem) {
-  xvio::testing::TempDir dir;
+  xvio::testing::ScratchDir dir;
   std::ofstream(dir / "agent.yaml") << "socket-dir: /srv/xvio\n"
                                        "state_dir: /srv/state\n"  // underscores work too
                                        "uplink: [eth1, eth2]\n"
@@ -66,7 +66,7 @@ TEST(AgentConfig, FileSetsValuesAndFlagsOverrideThem) {
 }
 
 TEST(AgentConfig, UnknownConfigKeysAndBadValuesAreErrors) {
-  xvio::testing::TempDir dir;
+  xvio::testing::ScratchDir dir;
   std::ofstream(dir / "typo.yaml") << "sokcet-dir: /x\n";
   EXPECT_THROW(Parse({"--config", (dir / "typo.yaml").string()}), CLI::ParseError);
   std::ofstream(dir / "nested.yaml") << "socket-dir: {a: b}\n";

@@ -1,6 +1,6 @@
 // Integration tests of the xvio-agent executable as a child process: restart
-// recovery after kill -9, clean shutdown on SIGTERM, config file and flags,
-// structured logs, /metrics against GetStats, and start-up errors.
+// recovery after kill -9 (with its datapath in a namespace lab), clean shutdown on SIGTERM, config
+// file and flags, structured logs, /metrics against GetStats, and start-up errors.
 #include <grp.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "tests/control/agent_lab.h"
 #include "tests/control/control_test_support.h"
 #include "xvio/v1/agent.grpc.pb.h"
 #include "xvio/v1/fdb.grpc.pb.h"
@@ -24,7 +25,7 @@ namespace {
 
 using ::testing::HasSubstr;
 using xvio::testing::ChildAgent;
-using xvio::testing::TempDir;
+using xvio::testing::ScratchDir;
 
 std::unique_ptr<grpc::ClientContext> Context() {
   auto context = std::make_unique<grpc::ClientContext>();
@@ -32,7 +33,8 @@ std::unique_ptr<grpc::ClientContext> Context() {
   return context;
 }
 
-// Everything the agent stores, as the API returns it.
+// Everything the agent stores (specs and metadata), as the API returns it;
+// the live status is left out (it says, e.g., whether steering was adopted).
 std::string StateOf(const std::shared_ptr<grpc::Channel>& channel) {
   v1::ListPortsResponse ports;
   v1::ListUplinksResponse uplinks;
@@ -40,16 +42,27 @@ std::string StateOf(const std::shared_ptr<grpc::Channel>& channel) {
   EXPECT_TRUE(v1::PortService::NewStub(channel)->ListPorts(Context().get(), {}, &ports).ok());
   EXPECT_TRUE(v1::UplinkService::NewStub(channel)->ListUplinks(Context().get(), {}, &uplinks).ok());
   EXPECT_TRUE(v1::FdbService::NewStub(channel)->ListFdbEntries(Context().get(), {}, &entries).ok());
+  for (auto& port : *ports.mutable_ports())
+    port.clear_status();
+  for (auto& uplink : *uplinks.mutable_uplinks())
+    uplink.clear_status();
   return ports.DebugString() + uplinks.DebugString() + entries.DebugString();
 }
 
+// kill -9 leaves the steering program attached and its maps pinned; the next
+// agent restores the same desired state, adopts that program and those maps
+// (same kernel ids) instead of attaching anew, and serves the ports again.
 TEST(AgentProcess, RestartAfterKill9RestoresTheSameState) {
-  TempDir dir;
+  if (!xvio::testing::HaveLabPrivileges() || std::system("command -v bpftool >/dev/null") != 0)
+    GTEST_SKIP() << "needs root for namespaces and XDP, and bpftool";
+  xvio::testing::AgentLab lab;
   std::string before;
+  uint32_t program_before = 0;
+  std::map<std::string, uint32_t> maps_before;
   {
-    ChildAgent agent(dir.path(), {"--uplink", "lo"});
-    ASSERT_TRUE(agent.Start()) << agent.Log();
-    auto channel = agent.Channel();
+    auto agent = lab.NewAgent({"--uplink", "uplink0"});
+    ASSERT_TRUE(agent->Start()) << agent->Log();
+    auto channel = agent->Channel();
     for (int i = 0; i < 20; ++i) {
       v1::CreatePortRequest request;
       request.mutable_port()->set_name("vm" + std::to_string(i));
@@ -59,10 +72,12 @@ TEST(AgentProcess, RestartAfterKill9RestoresTheSameState) {
       std::snprintf(mac, sizeof(mac), "52:54:00:00:01:%02x", i);
       request.mutable_port()->mutable_spec()->add_macs(mac);
       request.mutable_port()->mutable_spec()->set_access_vlan(100);
-      request.mutable_port()->mutable_spec()->set_uplink("lo");
+      request.mutable_port()->mutable_spec()->set_uplink("uplink0");
       v1::Port port;
       ASSERT_TRUE(
           v1::PortService::NewStub(channel)->CreatePort(Context().get(), request, &port).ok());
+      EXPECT_EQ(port.status().datapath().state(), v1::DATAPATH_STATE_READY)
+          << port.status().datapath().message();
     }
     v1::CreateFdbEntryRequest entry;
     entry.mutable_entry()->set_mac("52:54:00:00:02:01");
@@ -72,19 +87,57 @@ TEST(AgentProcess, RestartAfterKill9RestoresTheSameState) {
     ASSERT_TRUE(
         v1::FdbService::NewStub(channel)->CreateFdbEntry(Context().get(), entry, &created).ok());
     before = StateOf(channel);
-    agent.Signal(SIGKILL);
-    EXPECT_EQ(agent.Wait(), 128 + SIGKILL);
+    program_before = lab.AttachedProgramId();
+    maps_before = lab.PinnedMapIds("uplink0");
+    ASSERT_NE(program_before, 0u);
+    ASSERT_EQ(maps_before.size(), 5u);
+    agent->Signal(SIGKILL);
+    EXPECT_EQ(agent->Wait(), 128 + SIGKILL);
   }
-  // The killed agent left its socket behind; the new one replaces it.
-  EXPECT_TRUE(std::filesystem::exists(dir / "run/xvio.sock"));
-  ChildAgent restarted(dir.path(), {"--uplink", "lo"});
-  ASSERT_TRUE(restarted.Start()) << restarted.Log();
-  EXPECT_EQ(StateOf(restarted.Channel()), before);
-  EXPECT_THAT(restarted.Log(), HasSubstr("uplinks 1, ports 20, static FDB entries 1"));
+  // The killed agent left its gRPC socket behind; the new one replaces it.
+  EXPECT_TRUE(std::filesystem::exists(lab.dir() / "run/xvio.sock"));
+  EXPECT_EQ(lab.AttachedProgramId(), program_before) << "kill -9 must not detach XDP";
+  auto restarted = lab.NewAgent({"--uplink", "uplink0"});
+  ASSERT_TRUE(restarted->Start()) << restarted->Log();
+  EXPECT_EQ(StateOf(restarted->Channel()), before);
+  EXPECT_THAT(restarted->Log(), HasSubstr("uplinks 1, ports 20, static FDB entries 1"));
+  // Adopted, not re-attached: the same program and maps.
+  EXPECT_EQ(lab.AttachedProgramId(), program_before);
+  EXPECT_EQ(lab.PinnedMapIds("uplink0"), maps_before);
+  EXPECT_THAT(restarted->Log(), HasSubstr("steering adopted on uplink0"));
+  v1::Uplink uplink;
+  v1::GetUplinkRequest get_uplink;
+  get_uplink.set_name("uplink0");
+  ASSERT_TRUE(v1::UplinkService::NewStub(restarted->Channel())
+                  ->GetUplink(Context().get(), get_uplink, &uplink)
+                  .ok());
+  EXPECT_EQ(uplink.status().datapath().state(), v1::DATAPATH_STATE_READY);
+  EXPECT_THAT(uplink.status().datapath().message(),
+              HasSubstr("adopted from a previous agent in native mode (program id " +
+                        std::to_string(program_before)));
+  v1::AgentInfo info;
+  ASSERT_TRUE(v1::AgentService::NewStub(restarted->Channel())
+                  ->GetAgentInfo(Context().get(), {}, &info)
+                  .ok());
+  EXPECT_EQ(info.datapath().status().state(), v1::DATAPATH_STATE_READY);
+  EXPECT_EQ(info.datapath().xdp_mode(), v1::XDP_MODE_NATIVE);
+  EXPECT_EQ(info.datapath().bind_mode(), v1::XSK_BIND_MODE_COPY);
+  EXPECT_NE(info.datapath().program_mode(), v1::XDP_PROGRAM_MODE_UNSPECIFIED);
+  EXPECT_EQ(info.datapath().worker_count(), 1u);
+  // The restored ports are served again (their sockets are back).
+  v1::Port port;
+  v1::GetPortRequest get_port;
+  get_port.set_name("vm7");
+  ASSERT_TRUE(v1::PortService::NewStub(restarted->Channel())
+                  ->GetPort(Context().get(), get_port, &port)
+                  .ok());
+  EXPECT_EQ(port.status().datapath().state(), v1::DATAPATH_STATE_READY)
+      << port.status().datapath().message();
+  EXPECT_TRUE(std::filesystem::exists(lab.dir() / "run/vm7.sock"));
 }
 
 TEST(AgentProcess, SigtermShutsDownCleanly) {
-  TempDir dir;
+  ScratchDir dir;
   ChildAgent agent(dir.path());
   ASSERT_TRUE(agent.Start()) << agent.Log();
   // An open stream must not hold up shutdown.
@@ -102,7 +155,7 @@ TEST(AgentProcess, SigtermShutsDownCleanly) {
 }
 
 TEST(AgentProcess, ConfigFileFlagsAndJsonLogs) {
-  TempDir dir;
+  ScratchDir dir;
   const std::filesystem::path config = dir / "agent.yaml";
   std::ofstream(config) << "poll-mode: busy\nworker-cpus: \"0\"\nlog-format: text\n"
                            "bpf-pin-dir: /sys/fs/bpf/xvio-test\n";
@@ -138,13 +191,17 @@ TEST(AgentProcess, ConfigFileFlagsAndJsonLogs) {
 }
 
 TEST(AgentProcess, MetricsShowTheSameCountersAsGetStats) {
-  TempDir dir;
-  ChildAgent agent(dir.path(), {"--uplink", "lo"});
+  ScratchDir dir;
+  // An uplink on an interface that does not exist: the datapath retries it
+  // and touches nothing, so counters are all zero and nothing is attached.
+  ChildAgent agent(dir.path(), {"--uplink", "xvt-absent0"});
   ASSERT_TRUE(agent.Start()) << agent.Log();
   v1::CreatePortRequest request;
   request.mutable_port()->set_name("vm1");
   request.mutable_port()->mutable_spec()->mutable_vhost_user()->set_socket_path("vm1.sock");
   request.mutable_port()->mutable_spec()->set_queue_pairs(2);
+  request.mutable_port()->mutable_spec()->add_macs("52:54:00:00:03:01");
+  request.mutable_port()->mutable_spec()->set_uplink("xvt-absent0");
   v1::Port port;
   ASSERT_TRUE(
       v1::PortService::NewStub(agent.Channel())->CreatePort(Context().get(), request, &port).ok());
@@ -163,7 +220,7 @@ TEST(AgentProcess, MetricsShowTheSameCountersAsGetStats) {
   EXPECT_THAT(text, HasSubstr("xvio_datapath_attached 0\n"));
   EXPECT_THAT(text, HasSubstr("xvio_port_rx_frames_total{port=\"vm1\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("xvio_port_queue_tx_frames_total{port=\"vm1\",queue=\"1\"} 0\n"));
-  EXPECT_THAT(text, HasSubstr("xvio_uplink_rx_frames_total{uplink=\"lo\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("xvio_uplink_rx_frames_total{uplink=\"xvt-absent0\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("xvio_state_writes_total " +
                               std::to_string(stats.control().state_writes()) + "\n"));
   // Every request count GetStats reported appears, with at least that count
@@ -176,7 +233,7 @@ TEST(AgentProcess, MetricsShowTheSameCountersAsGetStats) {
 }
 
 TEST(AgentProcess, StartupErrorsExitWithAMessage) {
-  TempDir dir;
+  ScratchDir dir;
   auto bad_flag = xvio::testing::RunProcess(
       {XVIO_AGENT_BINARY, "--poll-mode", "sometimes", "--state-dir", (dir / "s").string()});
   EXPECT_EQ(bad_flag.exit_code, 2);

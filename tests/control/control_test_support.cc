@@ -50,7 +50,7 @@ pid_t Spawn(const std::vector<std::string>& argv, const std::string& out_path,
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::execv(args[0], args.data());
+    ::execvp(args[0], args.data());
     ::_exit(127);
   }
   return pid;
@@ -62,14 +62,14 @@ int ExitCodeOf(int status) {
 
 }  // namespace
 
-TempDir::TempDir() {
+ScratchDir::ScratchDir() {
   char pattern[] = "/tmp/xvio-control-test-XXXXXX";
   if (::mkdtemp(pattern) == nullptr)
     throw std::runtime_error("mkdtemp failed");
   path_ = pattern;
 }
 
-TempDir::~TempDir() {
+ScratchDir::~ScratchDir() {
   std::error_code error;
   std::filesystem::remove_all(path_, error);
 }
@@ -105,7 +105,7 @@ std::shared_ptr<grpc::Channel> InProcessAgent::Channel() const {
 }
 
 ProcessResult RunProcess(const std::vector<std::string>& argv, std::chrono::seconds timeout) {
-  TempDir scratch;
+  ScratchDir scratch;
   const std::string out_path = (scratch / "out").string();
   const std::string err_path = (scratch / "err").string();
   ProcessResult result;
@@ -129,8 +129,9 @@ ProcessResult RunProcess(const std::vector<std::string>& argv, std::chrono::seco
   return result;
 }
 
-ChildAgent::ChildAgent(const std::filesystem::path& dir, std::vector<std::string> extra_args)
-    : dir_(dir), extra_args_(std::move(extra_args)) {}
+ChildAgent::ChildAgent(const std::filesystem::path& dir, std::vector<std::string> extra_args,
+                       std::vector<std::string> command_prefix)
+    : dir_(dir), extra_args_(std::move(extra_args)), command_prefix_(std::move(command_prefix)) {}
 
 ChildAgent::~ChildAgent() {
   if (pid_ > 0) {
@@ -151,6 +152,7 @@ bool ChildAgent::Start() {
                                    "--log-level",
                                    "debug"};
   argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
+  argv.insert(argv.begin(), command_prefix_.begin(), command_prefix_.end());
   pid_ = Spawn(argv, (dir_ / "agent.out").string(), (dir_ / "agent.log").string());
   if (pid_ < 0)
     return false;

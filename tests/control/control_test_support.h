@@ -20,12 +20,12 @@
 namespace xvio::testing {
 
 // A directory under /tmp, removed with everything in it on destruction.
-class TempDir {
+class ScratchDir {
  public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
+  ScratchDir();
+  ~ScratchDir();
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
   const std::filesystem::path& path() const { return path_; }
   std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
 
@@ -33,7 +33,8 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-// The control plane with the detached datapath and a gRPC server on
+// The control plane with the detached datapath (no relay: these tests are
+// about the API and the store) and a gRPC server on
 // <dir>/run/xvio.sock (plus any extra listen addresses in `options`).
 class InProcessAgent {
  public:
@@ -67,9 +68,12 @@ ProcessResult RunProcess(const std::vector<std::string>& argv,
 // The real xvio-agent binary as a child process, started with
 // --socket-dir <dir>/run --state-dir <dir>/state --metrics-address
 // 127.0.0.1:<free port> plus `extra_args`; stderr goes to <dir>/agent.log.
+// `command_prefix` runs it through another program that execs it in place
+// (same pid), e.g. {"ip", "netns", "exec", "<namespace>"}.
 class ChildAgent {
  public:
-  ChildAgent(const std::filesystem::path& dir, std::vector<std::string> extra_args = {});
+  ChildAgent(const std::filesystem::path& dir, std::vector<std::string> extra_args = {},
+             std::vector<std::string> command_prefix = {});
   ~ChildAgent();  // SIGKILL if still running
   ChildAgent(const ChildAgent&) = delete;
   ChildAgent& operator=(const ChildAgent&) = delete;
@@ -90,6 +94,7 @@ class ChildAgent {
  private:
   std::filesystem::path dir_;
   std::vector<std::string> extra_args_;
+  std::vector<std::string> command_prefix_;
   int metrics_port_ = 0;
   pid_t pid_ = -1;
 };

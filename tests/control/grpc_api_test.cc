@@ -33,7 +33,7 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::UnorderedElementsAreArray;
 using xvio::testing::InProcessAgent;
-using xvio::testing::TempDir;
+using xvio::testing::ScratchDir;
 
 std::unique_ptr<grpc::ClientContext> Context() {
   auto context = std::make_unique<grpc::ClientContext>();
@@ -145,7 +145,7 @@ class GrpcApiTest : public ::testing::Test {
            fdb_list.SerializeAsString();
   }
 
-  TempDir dir_;
+  ScratchDir dir_;
   InProcessAgent agent_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::PortService::Stub> ports_;
@@ -164,7 +164,7 @@ TEST_F(GrpcApiTest, EveryRpcSucceedsOnItsHappyPath) {
   ASSERT_TRUE(uplinks_->CreateUplink(Context().get(), create_uplink, &uplink).ok());
   EXPECT_TRUE(uplink.status().interface_present());  // lo always exists
   EXPECT_EQ(uplink.status().datapath().state(), v1::DATAPATH_STATE_NOT_ATTACHED);
-  EXPECT_THAT(uplink.status().datapath().message(), HasSubstr("relay"));
+  EXPECT_THAT(uplink.status().datapath().message(), HasSubstr("without a datapath"));
   v1::UpdateUplinkRequest update_uplink;
   *update_uplink.mutable_uplink() = uplink;
   update_uplink.mutable_uplink()->mutable_spec()->mutable_hash()->set_symmetric(true);
@@ -606,7 +606,7 @@ TEST_F(GrpcApiTest, ConcurrentClientsCreateAndDeleteAThousandPorts) {
 // Transport security: TCP requires mTLS.
 class TlsTest : public ::testing::Test {
  protected:
-  TempDir dir_;
+  ScratchDir dir_;
   xvio::testing::TestCertificates certificates_{dir_.path()};
 
   std::unique_ptr<InProcessAgent> StartAgent(bool tls, bool insecure_tcp) {
@@ -686,7 +686,7 @@ TEST_F(TlsTest, PlainTcpNeedsExplicitOptIn) {
 }
 
 TEST(UnixSocket, ModeAndGroupAreAsConfigured) {
-  TempDir dir;
+  ScratchDir dir;
   const struct group* nogroup = ::getgrnam("nogroup");
   ASSERT_NE(nogroup, nullptr) << "Debian has group nogroup";
   ControlServerOptions options;

@@ -17,7 +17,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using xvio::testing::TempDir;
+using xvio::testing::ScratchDir;
 
 // Records the calls the store makes and can refuse changes, to pin down the
 // contract the relay will implement.
@@ -100,7 +100,7 @@ class StateStoreTest : public ::testing::Test {
     return uplink;
   }
 
-  TempDir dir_;
+  ScratchDir dir_;
   RecordingDatapath datapath_;
   std::unique_ptr<StateStore> store_;
 };

@@ -1,5 +1,9 @@
-// Integration tests of the real xvioctl binary against a real xvio-agent:
-// table and JSON output of every subcommand, exit codes, usage errors.
+// Integration tests of the real xvioctl binary against the agent's control
+// plane serving real gRPC on a unix socket: table and JSON output of every
+// subcommand, exit codes, usage errors. The control plane runs here with the
+// detached datapath, so every field xvioctl renders (VLANs, FDB entries) is
+// accepted whatever the relay supports; xvioctl against xvio-agent with the
+// relay datapath is in agent_datapath_test.cc.
 #include <signal.h>
 
 #include "gmock/gmock.h"
@@ -18,15 +22,19 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::StartsWith;
 using xvio::testing::ChildAgent;
+using xvio::testing::InProcessAgent;
 using xvio::testing::ProcessResult;
-using xvio::testing::TempDir;
+using xvio::testing::ScratchDir;
 
 class XvioctlTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    agent_ = new ChildAgent(dir_->path(), {"--uplink", "lo"});
-    ASSERT_TRUE(agent_->Start()) << agent_->Log();
+    dir_ = new ScratchDir();
+    agent_ = new InProcessAgent(dir_->path());
+    v1::Uplink uplink;
+    uplink.set_name("lo");
+    uplink.mutable_spec()->set_interface("lo");
+    ASSERT_TRUE(agent_->control_plane().store().CreateUplink(uplink).ok());
   }
   static void TearDownTestSuite() {
     delete agent_;
@@ -34,7 +42,7 @@ class XvioctlTest : public ::testing::Test {
   }
 
   static ProcessResult Run(std::vector<std::string> args) {
-    args.insert(args.begin(), {XVIOCTL_BINARY, "--addr", agent_->address()});
+    args.insert(args.begin(), {XVIOCTL_BINARY, "--addr", agent_->unix_address()});
     return xvio::testing::RunProcess(args);
   }
   static nlohmann::json Json(std::vector<std::string> args) {
@@ -46,11 +54,11 @@ class XvioctlTest : public ::testing::Test {
     return json;
   }
 
-  static TempDir* dir_;
-  static ChildAgent* agent_;
+  static ScratchDir* dir_;
+  static InProcessAgent* agent_;
 };
-TempDir* XvioctlTest::dir_ = nullptr;
-ChildAgent* XvioctlTest::agent_ = nullptr;
+ScratchDir* XvioctlTest::dir_ = nullptr;
+InProcessAgent* XvioctlTest::agent_ = nullptr;
 
 TEST_F(XvioctlTest, PortCommands) {
   ProcessResult created =
@@ -243,7 +251,7 @@ TEST_F(XvioctlTest, UsageErrorsAndExitCodes) {
 // The mTLS flags, end to end: an agent on TCP with TLS, xvioctl with --ca,
 // --cert and --key (and without them).
 TEST(XvioctlTls, TlsFlags) {
-  TempDir dir;
+  ScratchDir dir;
   xvio::testing::TestCertificates certificates(dir.path());
   const int port = xvio::testing::FreeTcpPort();
   ChildAgent agent(dir.path(),
