@@ -2,7 +2,16 @@
 # Installs (with apt-get, as root on Debian 12) everything xvio needs to build,
 # test, benchmark and run its demo, then prepares the host: bpffs mounted.
 # Installs only what is missing, so a second run takes about a second.
+#   --no-chart-tools   skip Node.js and the chart tools (the demo needs neither)
 set -euo pipefail
+
+chart_tools=1
+for argument in "$@"; do
+  case "$argument" in
+    --no-chart-tools) chart_tools=0 ;;
+    *) echo "install-deps: unknown argument '$argument' (known: --no-chart-tools)" >&2; exit 2 ;;
+  esac
+done
 
 packages=(
   # build
@@ -13,6 +22,8 @@ packages=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev libfuzzer-14-dev libclang-rt-14-dev
   iproute2 iputils-ping tcpdump ethtool netsniff-ng strace procps kmod curl util-linux openssl
+  shellcheck  # lints scripts/demo.sh (tests/demo)
+  gnuplot-nox  # benchmark plots (tests/bench/relay/run.sh)
   # real front-ends: DPDK virtio_user, QEMU guests
   dpdk dpdk-dev qemu-system-x86 busybox-static cpio
   # chart tests: helm and Kubernetes schemas come from the npm registry
@@ -37,13 +48,15 @@ if ((${#missing[@]})); then
 fi
 
 # Node.js for the chart tests: any distribution's node >= 14 will do.
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  echo "install-deps: installing nodejs and npm"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+if ((chart_tools)); then
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "install-deps: installing nodejs and npm"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  "$(dirname "$0")/install-chart-tools.sh"
 fi
-"$(dirname "$0")/install-chart-tools.sh"
 
 # BPF programs pin maps under bpffs; mount it if the host has not.
 if [[ $(id -u) -eq 0 ]] && ! grep -q ' /sys/fs/bpf bpf ' /proc/mounts; then
