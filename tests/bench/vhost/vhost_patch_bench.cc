@@ -2,7 +2,8 @@
 // patched back to back, xvio (xvio-vhost-patch) side by side with DPDK's own
 // vhost back-end (dpdk-testpmd with two net_vhost ports in io forwarding),
 // same load, same run, on the 2-core method of DESIGN.md:
-//   CPU 1: the back-end under test, alone (xvio's worker / testpmd's lcore).
+//   CPU 1: the back-end under test, alone: its whole process (xvio's worker
+//          and helper threads / testpmd's lcores and control threads).
 //   CPU 0: one dpdk-testpmd with two net_virtio_user ports in io forwarding,
 //          started with tx_first so a fixed population of frames circulates
 //          generator -> back-end -> generator; one busy-poller only, so the
@@ -12,13 +13,17 @@
 //
 //   vhost_patch_bench [--seconds S] [--runs N] [--sizes 64,1500,...]
 //                     [--backends xvio,xvio-busy,dpdk] [--queue-size Q] [--bursts B]
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -38,6 +43,14 @@ struct Sample {
   double mpps = 0;
   double gbps = 0;
   double backend_cpu_percent = 0;
+  // Frames the generator's io forwarding could not hand back to a port over
+  // the whole run (testpmd "TX-dropped"): each one leaves the fixed
+  // population of frames in flight for good.
+  uint64_t generator_dropped = 0;
+  // Involuntary context switches over the window: how often the scheduler
+  // took the CPU away from the generator / the back-end.
+  uint64_t generator_preempted = 0;
+  uint64_t backend_preempted = 0;
 };
 
 struct Settings {
@@ -68,6 +81,51 @@ uint64_t CpuTicks(pid_t pid) {
   return utime + stime;
 }
 
+// Sum of nonvoluntary_ctxt_switches over every thread of a process.
+uint64_t Preemptions(pid_t pid) {
+  uint64_t total = 0;
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  for (const auto& task : std::filesystem::directory_iterator(tasks)) {
+    std::ifstream status(task.path() / "status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("nonvoluntary_ctxt_switches:", 0) == 0)
+        total += std::stoull(line.substr(line.find(':') + 1));
+    }
+  }
+  return total;
+}
+
+// testpmd's accumulated "TX-dropped" over all ports (the last one printed).
+uint64_t ForwardDrops(TestpmdProcess& testpmd) {
+  const std::string output = testpmd.Command("show fwd stats all");
+  static const std::regex dropped("TX-dropped:\\s*(\\d+)");
+  uint64_t last = 0;
+  for (auto it = std::sregex_iterator(output.begin(), output.end(), dropped);
+       it != std::sregex_iterator(); ++it) {
+    last = std::stoull((*it)[1]);
+  }
+  return last;
+}
+
+// Runs the calling thread on `cpu` while alive, then restores its CPUs. A
+// process started meanwhile inherits `cpu` for all of its threads.
+class ScopedAffinity {
+ public:
+  explicit ScopedAffinity(int cpu) {
+    sched_getaffinity(0, sizeof saved_, &saved_);
+    cpu_set_t only;
+    CPU_ZERO(&only);
+    CPU_SET(cpu, &only);
+    sched_setaffinity(0, sizeof only, &only);
+  }
+  ~ScopedAffinity() { sched_setaffinity(0, sizeof saved_, &saved_); }
+  ScopedAffinity(const ScopedAffinity&) = delete;
+  ScopedAffinity& operator=(const ScopedAffinity&) = delete;
+
+ private:
+  cpu_set_t saved_;
+};
+
 uint64_t TotalRxPackets(TestpmdProcess& generator) {
   return generator.PortStats(0).rx_packets + generator.PortStats(1).rx_packets;
 }
@@ -83,6 +141,10 @@ Sample Measure(const Settings& settings, const std::string& backend, int frame_b
   const std::string mbufs = "--mbuf-size=" + std::to_string(std::max(2048, frame_bytes + 256)) +
                             " --max-pkt-len=" + std::to_string(std::max(1518, frame_bytes)) +
                             " --total-num-mbufs=" + (frame_bytes > 9000 ? "4096" : "8192");
+  // The whole back-end process starts on CPU 1, not only its worker: helper
+  // threads (xvio's stats writer and vhost-user threads, DPDK's control
+  // threads) must not share CPU 0 with the generator's busy-polling lcore.
+  std::optional<ScopedAffinity> on_backend_cpu(std::in_place, 1);
   if (backend == "xvio" || backend == "xvio-busy") {
     // xvio: adaptive (sleeps on kicks after 200 us without work, the
     // default); xvio-busy: never sleeps while traffic runs, like DPDK.
@@ -104,6 +166,7 @@ Sample Measure(const Settings& settings, const std::string& backend, int frame_b
     dpdk->Command("start");
     backend_pid = dpdk->pid();
   }
+  on_backend_cpu.reset();
   TestpmdOptions generator_options;
   const std::string ring = ",queue_size=" + std::to_string(settings.queue_size);
   generator_options.vdevs = {"net_virtio_user0,path=" + socket_a + ring,
@@ -129,15 +192,22 @@ Sample Measure(const Settings& settings, const std::string& backend, int frame_b
   const uint64_t packets0 = TotalRxPackets(generator);
   const uint64_t bytes0 = generator.TotalRxBytes();
   const uint64_t ticks0 = CpuTicks(backend_pid);
+  const uint64_t generator_preempted0 = Preemptions(generator.pid());
+  const uint64_t backend_preempted0 = Preemptions(backend_pid);
   std::this_thread::sleep_for(std::chrono::seconds(settings.seconds));
   const uint64_t packets1 = TotalRxPackets(generator);
   const uint64_t bytes1 = generator.TotalRxBytes();
   const uint64_t ticks1 = CpuTicks(backend_pid);
+  const uint64_t generator_preempted1 = Preemptions(generator.pid());
+  const uint64_t backend_preempted1 = Preemptions(backend_pid);
   const double elapsed =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  Sample sample;
+  sample.generator_dropped = ForwardDrops(generator);
+  sample.generator_preempted = generator_preempted1 - generator_preempted0;
+  sample.backend_preempted = backend_preempted1 - backend_preempted0;
   generator.Command("stop");
 
-  Sample sample;
   sample.mpps = static_cast<double>(packets1 - packets0) / elapsed / 1e6;
   sample.gbps = static_cast<double>(bytes1 - bytes0) * 8 / elapsed / 1e9;
   sample.backend_cpu_percent = 100.0 * static_cast<double>(ticks1 - ticks0) /
@@ -186,8 +256,8 @@ int main(int argc, char** argv) {
   }
   std::printf("# %d runs x %d s, queue_size %d, %d bursts of 32 in flight per port\n",
               settings.runs, settings.seconds, settings.queue_size, settings.bursts);
-  std::printf("%-6s %-8s %4s %10s %10s %12s\n", "bytes", "backend", "run", "Mpps", "Gbit/s",
-              "backend-CPU%");
+  std::printf("%-6s %-8s %4s %10s %10s %12s %10s %10s %10s\n", "bytes", "backend", "run", "Mpps",
+              "Gbit/s", "backend-CPU%", "gen-drops", "gen-preempt", "be-preempt");
   std::map<std::pair<int, std::string>, std::vector<Sample>> samples;
   for (int size : settings.sizes) {
     for (int run = 0; run < settings.runs; ++run) {
@@ -201,8 +271,11 @@ int main(int argc, char** argv) {
                        error.what());
         }
         samples[{size, backend}].push_back(sample);
-        std::printf("%-6d %-8s %4d %10.3f %10.2f %12.0f\n", size, backend.c_str(), run, sample.mpps,
-                    sample.gbps, sample.backend_cpu_percent);
+        std::printf("%-6d %-8s %4d %10.3f %10.2f %12.0f %10llu %10llu %10llu\n", size,
+                    backend.c_str(), run, sample.mpps, sample.gbps, sample.backend_cpu_percent,
+                    static_cast<unsigned long long>(sample.generator_dropped),
+                    static_cast<unsigned long long>(sample.generator_preempted),
+                    static_cast<unsigned long long>(sample.backend_preempted));
         std::fflush(stdout);
       }
     }
