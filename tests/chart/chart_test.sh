@@ -40,19 +40,20 @@ case "${1:-}" in
       "$helm" template xvio "$chart" --namespace xvio-system --set "$values" >"$work/r$count.yaml"
       validate --chart-invariants "$work/r$count.yaml"
     done < <(data_lines values-matrix.txt)
-    # Spot checks that the values really reach the objects.
+    # Spot checks that the values really reach the objects. (grep without -q
+    # reads to the end, so helm never writes into a closed pipe: pipefail.)
     "$helm" template xvio "$chart" --set hugepages.enabled=true,hugepages.size=1Gi,hugepages.amount=2Gi \
-      | grep -q 'hugepages-1Gi: 2Gi' || { echo "FAIL: hugepages limit not rendered"; exit 1; }
+      | grep >/dev/null 'hugepages-1Gi: 2Gi' || { echo "FAIL: hugepages limit not rendered"; exit 1; }
     "$helm" template xvio "$chart" --set metrics.serviceMonitor.enabled=true \
-      | grep -q '^kind: ServiceMonitor' || { echo "FAIL: ServiceMonitor not rendered"; exit 1; }
-    if "$helm" template xvio "$chart" | grep -q '^kind: ServiceMonitor'; then
+      | grep >/dev/null '^kind: ServiceMonitor' || { echo "FAIL: ServiceMonitor not rendered"; exit 1; }
+    if "$helm" template xvio "$chart" | grep >/dev/null '^kind: ServiceMonitor'; then
       echo "FAIL: ServiceMonitor rendered although disabled"; exit 1
     fi
-    "$helm" template xvio "$chart" | grep -q 'priorityClassName: "system-node-critical"' \
+    "$helm" template xvio "$chart" | grep >/dev/null 'priorityClassName: "system-node-critical"' \
       || { echo "FAIL: default priorityClassName is not system-node-critical"; exit 1; }
-    "$helm" template xvio "$chart" --set privileged=true | grep -q 'privileged: true' \
+    "$helm" template xvio "$chart" --set privileged=true | grep >/dev/null 'privileged: true' \
       || { echo "FAIL: privileged not rendered"; exit 1; }
-    "$helm" template xvio "$chart" --set agent.pollMode=busy | grep -q 'poll-mode: "busy"' \
+    "$helm" template xvio "$chart" --set agent.pollMode=busy | grep >/dev/null 'poll-mode: "busy"' \
       || { echo "FAIL: poll mode does not reach the agent config"; exit 1; }
     echo "render: default and $count non-default value sets render valid objects"
     ;;

@@ -124,15 +124,18 @@ until [[ -S "$work/host$socket_dir/chart-vm.sock" ]]; do
   sleep 0.1
 done
 echo "ok: the agent serves the port's vhost-user socket in the socket-dir hostPath"
-ip link show pod-uplink0 | grep -q ' xdp' \
+ip link show pod-uplink0 | grep >/dev/null ' xdp' \
   || { ip link show pod-uplink0; echo "FAIL: no XDP program on the uplink"; exit 1; }
 echo "ok: steering program attached to the uplink"
 
 metrics=$(sed -n 's/^metrics-address: "\(.*\)"$/\1/p' "$config")
 if [[ -n "$metrics" ]]; then
   port=${metrics##*:}
-  curl -fsS "http://127.0.0.1:$port/metrics" | grep -q '^xvio_' \
-    || { echo "FAIL: no xvio_ metrics on port $port"; exit 1; }
+  # Read the whole page first: grep -q stops at its first match, and curl
+  # would then fail writing the rest into the closed pipe.
+  page=$(curl -fsS "http://127.0.0.1:$port/metrics") \
+    || { echo "FAIL: /metrics on port $port did not answer"; exit 1; }
+  grep -q '^xvio_' <<<"$page" || { echo "FAIL: no xvio_ metrics on port $port"; exit 1; }
   echo "ok: metrics served on port $port"
 fi
 
