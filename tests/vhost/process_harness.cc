@@ -60,6 +60,18 @@ bool WaitExit(pid_t pid, std::chrono::milliseconds timeout) {
   return WaitUntil([pid] { return waitpid(pid, nullptr, WNOHANG) == pid; }, timeout);
 }
 
+// True once `output` holds testpmd's prompt followed by nothing or only
+// complete lines: DPDK's interrupt thread can log a line (e.g. after a
+// vhost-user disconnect) just after the prompt was printed.
+bool EndsAtPrompt(const std::string& output) {
+  static const std::string kPrompt = "testpmd> ";
+  const size_t prompt = output.rfind(kPrompt);
+  if (prompt == std::string::npos)
+    return false;
+  const size_t rest = prompt + kPrompt.size();
+  return rest == output.size() || output.back() == '\n';
+}
+
 }  // namespace
 
 bool WaitUntil(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
@@ -153,11 +165,9 @@ TestpmdProcess::~TestpmdProcess() {
 }
 
 std::string TestpmdProcess::ReadUntilPrompt(std::chrono::milliseconds timeout) {
-  static const std::string kPrompt = "testpmd> ";
   std::string output;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (output.size() < kPrompt.size() ||
-         output.compare(output.size() - kPrompt.size(), kPrompt.size(), kPrompt) != 0) {
+  while (!EndsAtPrompt(output)) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
