@@ -8,7 +8,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "api/vlan_ranges.h"
 
 namespace xvio::control {
 namespace {
@@ -276,13 +276,7 @@ std::string DescribeVlans(const v1::PortSpec& spec) {
     case v1::PortSpec::kTrunk:
       break;
   }
-  std::vector<std::string> ranges;
-  for (const auto& range : spec.trunk().allowed()) {
-    ranges.push_back(range.first() == range.last()
-                         ? absl::StrCat(range.first())
-                         : absl::StrCat(range.first(), "-", range.last()));
-  }
-  std::string text = absl::StrCat("trunk VLANs ", absl::StrJoin(ranges, ","));
+  std::string text = absl::StrCat("trunk VLANs ", api::FormatVlanRanges(spec.trunk()));
   if (spec.trunk().native_vlan() != 0) {
     absl::StrAppend(&text, " (native ", spec.trunk().native_vlan(), ")");
   }

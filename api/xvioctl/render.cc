@@ -10,6 +10,7 @@
 #include "absl/strings/str_replace.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
+#include "api/vlan_ranges.h"
 
 namespace xvio::ctl {
 namespace {
@@ -29,13 +30,7 @@ std::string Vlans(const v1::PortSpec& spec) {
     case v1::PortSpec::kTrunk:
       break;
   }
-  std::vector<std::string> ranges;
-  for (const auto& range : spec.trunk().allowed()) {
-    ranges.push_back(range.first() == range.last()
-                         ? absl::StrCat(range.first())
-                         : absl::StrCat(range.first(), "-", range.last()));
-  }
-  std::string text = absl::StrCat("trunk ", absl::StrJoin(ranges, ","));
+  std::string text = absl::StrCat("trunk ", api::FormatVlanRanges(spec.trunk()));
   if (spec.trunk().native_vlan() != 0) {
     absl::StrAppend(&text, " native ", spec.trunk().native_vlan());
   }
