@@ -42,6 +42,16 @@ void UplinkRelay::RefreshPorts() {
            port->config.port->receive_queue(running).ready())
       ++running;
     port->active_queue_pairs = std::max<uint16_t>(running, 1);
+    // Receive buffers are only ever looked for when a frame is there to
+    // deliver, so the guest need not kick when it posts them (a kick is an
+    // eventfd write, a syscall on the guest's side, per refill).
+    for (uint16_t q = 0; q < port->config.port->queue_pairs(); ++q) {
+      // Not a try-lock: a ring that starts later keeps the choice.
+      vhost::VirtQueue& receive = port->config.port->receive_queue(q);
+      receive.Lock();
+      receive.DisableNotifications();
+      receive.Unlock();
+    }
   }
   if (changed) {
     wait_set_key_ = ~uint64_t{0};

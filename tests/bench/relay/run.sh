@@ -32,7 +32,9 @@
 #   env: RUNS (3; quick 1), MEASURE_SECONDS (4; quick 2), CASES ("u2v v2u loop
 #   ring latency idle v2v patch"), RING_POPULATION (256), SIZES ("64 1500"), RATES (Mpps offered, "max" =
 #   as fast as the generator goes), RESULTS_DIR (default
-#   bench-results/relay-<time>), XVIO_RELAY_BINARY / XVIO_PATCH_BINARY to
+#   bench-results/relay-<time>), PERF_RECORD_DIR (perf record -g of CPU 0 over
+#   every measurement window, one file per point; PERF_RECORD_CPUS, default 0,
+#   to profile others), XVIO_RELAY_BINARY / XVIO_PATCH_BINARY to
 #   benchmark other builds of the two xvio tools. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -52,6 +54,7 @@ if [[ $quick == --quick ]]; then
 else
   runs=${RUNS:-3} measure_seconds=${MEASURE_SECONDS:-4} rates=${RATES:-"0.1 0.3 1 max"}
 fi
+PERF_RECORD_DIR=${PERF_RECORD_DIR:-} PERF_RECORD_CPUS=${PERF_RECORD_CPUS:-0}
 cases=${CASES:-"u2v v2u loop ring latency idle v2v patch"}
 ring_population=${RING_POPULATION:-256}
 sizes=${SIZES:-"64 1500"}
@@ -219,6 +222,16 @@ measure() {  # case backend bytes run target_rate
   started_pids+=("$load_pid")
   sleep "$warmup_seconds"
   local tid ticks syscalls window xsk0 xsk1 losses0 losses1
+  local perf_pid=""
+  if [[ -n $PERF_RECORD_DIR ]]; then
+    # Profile of CPU 0 (the relay under test, alone there) over the window,
+    # or of the CPUs in PERF_RECORD_CPUS.
+    mkdir -p "$PERF_RECORD_DIR"
+    perf record -q -g -C "$PERF_RECORD_CPUS" -o "$PERF_RECORD_DIR/$case-$backend-$bytes-$target-$run.data" \
+      -- sleep "$measure_seconds" >/dev/null 2>&1 &
+    perf_pid=$!
+    started_pids+=("$perf_pid")
+  fi
   snapshot_frontend before
   xsk0=$(relay_counter worker.xsk_syscalls) losses0=$(relay_losses)
   [[ -f $relay_stats ]] && cp "$relay_stats" "$work/relay.before"
@@ -233,6 +246,10 @@ measure() {  # case backend bytes run target_rate
        END {if (line != "") print tag line}' "$work/relay.before" "$relay_stats" >>"$results/losses.txt"
   fi
   snapshot_frontend after
+  # Both ends' counters at the end of the window, kept for diagnosis.
+  cp "$work/frontend.after" "$results/counters-$case-$backend-$bytes-$target-$run.frontend"
+  [[ -f $relay_stats ]] && cp "$relay_stats" "$results/counters-$case-$backend-$bytes-$target-$run.relay"
+  [[ -n $perf_pid ]] && { wait "$perf_pid" || log "perf record failed"; }
   wait "$load_pid" || log "relay_bench failed: $(cat "$work/load.err")"
   local out offered delivered
   out=$(cat "$work/load.out")
