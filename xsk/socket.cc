@@ -549,7 +549,12 @@ void Socket::TransmitWakeupIfNeeded() {
   }
 }
 
-uint32_t Socket::Transmit(std::span<const xdp_desc> descriptors) {
+void Socket::FlushTransmit() {
+  if (tx_.mapped() && tx_.Outstanding() != 0)
+    TransmitWakeupIfNeeded();
+}
+
+uint32_t Socket::Transmit(std::span<const xdp_desc> descriptors, Wakeup wakeup) {
   if (!tx_.mapped() || descriptors.empty())
     return 0;
   const uint32_t wanted = static_cast<uint32_t>(descriptors.size());
@@ -588,11 +593,12 @@ uint32_t Socket::Transmit(std::span<const xdp_desc> descriptors) {
   counters_.tx_descriptors += count;
   counters_.tx_packets += packets;
   counters_.tx_bytes += bytes;
-  TransmitWakeupIfNeeded();
+  if (wakeup == Wakeup::kNow)
+    TransmitWakeupIfNeeded();
   return count;
 }
 
-uint32_t Socket::ReclaimCompletions() {
+uint32_t Socket::ReclaimCompletions(Wakeup wakeup) {
   FrameAccounting& accounting = umem_->mutable_accounting();
   uint32_t total = 0;
   // Drain completely: a partly drained completion ring throttles the kernel's
@@ -623,8 +629,8 @@ uint32_t Socket::ReclaimCompletions() {
     total += count;
   }
   counters_.completions += total;
-  if (tx_.mapped() && tx_.Outstanding() != 0)
-    TransmitWakeupIfNeeded();
+  if (wakeup == Wakeup::kNow)
+    FlushTransmit();
   return total;
 }
 

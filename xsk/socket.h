@@ -169,13 +169,23 @@ class Socket {
   // application owns (from Receive or Umem::AllocateFrames). sendto() is made
   // only if the kernel set NEED_WAKEUP on the TX ring (copy mode always does)
   // or need_wakeup is off.
-  uint32_t Transmit(std::span<const xdp_desc> descriptors);
+  //
+  // kLater leaves the sendto() to a later FlushTransmit: in copy mode one
+  // sendto() sends every waiting descriptor (up to tx_budget_per_wakeup), so
+  // a caller with more bursts coming pays one syscall for all of them.
+  enum class Wakeup { kNow, kLater };
+  uint32_t Transmit(std::span<const xdp_desc> descriptors, Wakeup wakeup = Wakeup::kNow);
+
+  // Kicks the kernel for descriptors Transmit(kLater) left waiting, if any
+  // wait and the kernel wants a kick.
+  void FlushTransmit();
 
   // Drains the completion ring completely into the free pool and returns how
   // many frames came back. If descriptors are still waiting in the TX ring and
   // the kernel wants a wakeup, kicks it once (copy mode sends at most the
-  // budget per sendto, so a big burst may need a second kick).
-  uint32_t ReclaimCompletions();
+  // budget per sendto, so a big burst may need a second kick); with kLater
+  // that is left to FlushTransmit.
+  uint32_t ReclaimCompletions(Wakeup wakeup = Wakeup::kNow);
 
   // Blocks in poll() until the RX ring has packets or `timeout_ms` passes;
   // for idle periods (adaptive polling). Returns true if packets are ready.

@@ -265,8 +265,9 @@ uint32_t UplinkRelay::ServeGuestTransmit(PortState& source, uint16_t queue_pair)
     segments_of[i] = static_cast<uint16_t>(result.segment_count);
   }
 
-  const uint32_t sent =
-      socket.Transmit(std::span<const xdp_desc>(transmit_descriptors_, uplink_count));
+  // The kick is the round's business (Run): one sendto() for several bursts.
+  const uint32_t sent = socket.Transmit(
+      std::span<const xdp_desc>(transmit_descriptors_, uplink_count), xsk::Socket::Wakeup::kLater);
   // Cannot happen while the budget above holds; if it did, the guest frame
   // whose descriptor was refused is retried whole.
   if (sent < uplink_count)

@@ -168,15 +168,24 @@ void UplinkRelay::Run() {
     for (auto& socket : sockets_)
       work += ServeUplinkQueue(*socket);
     work += ServeGroupFrames();
+    bool guest_backlog = false;  // a guest queue gave a full burst: more may wait
     for (PortState* port : active_ports_) {
-      for (uint16_t q = 0; q < port->config.port->queue_pairs(); ++q)
-        work += ServeGuestTransmit(*port, q);
+      for (uint16_t q = 0; q < port->config.port->queue_pairs(); ++q) {
+        const uint32_t frames = ServeGuestTransmit(*port, q);
+        guest_backlog |= frames == vhost::TransmitBurst::kMaxFrames;
+        work += frames;
+      }
     }
     fdb_reader_->End();
     fdb_snapshot_ = nullptr;
     uint64_t syscalls = 0;
     for (auto& socket : sockets_) {
-      work += socket->ReclaimCompletions() > 0 ? 1 : 0;
+      work += socket->ReclaimCompletions(xsk::Socket::Wakeup::kLater) > 0 ? 1 : 0;
+      // Transmit kicks wait while guests still have bursts queued, up to
+      // kTransmitKickFrames: in copy mode the sendto() does the sending, and
+      // one call for several bursts is what keeps syscalls per frame low.
+      if (!guest_backlog || socket->PendingTransmit() >= kTransmitKickFrames)
+        socket->FlushTransmit();
       syscalls += socket->counters().syscalls();
     }
     xsk_syscalls_.store(syscalls, std::memory_order_relaxed);

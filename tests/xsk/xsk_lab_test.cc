@@ -231,6 +231,47 @@ TEST_F(XskLabTest, TransmitsToThePeerWithContentIntact) {
   ExpectAccountingHolds(*lab.umem_b);
 }
 
+// Transmit(kLater) leaves the descriptors on the TX ring without a
+// syscall; one FlushTransmit then sends several bursts at once (copy mode,
+// budget per wakeup = the TX ring).
+TEST_F(XskLabTest, DeferredWakeupSendsSeveralBurstsWithOneSyscall) {
+  TwoSidedLab lab;
+  ScopedXdpAttachment attach(lab.b, "peer0", bpf_program__fd(lab.programs->progs.xsk_redirect));
+  auto socket_a = MakeSocket(lab.a, lab.umem_a, {.interface_name = "uplink0"});
+  auto socket_b = MakeSocket(lab.b, lab.umem_b, {.interface_name = "peer0"});
+  ASSERT_TRUE(socket_b->InsertIntoXskMap(XskMapFd(lab.programs), 0).ok());
+  ASSERT_TRUE(socket_a->tx_budget_status().ok()) << socket_a->tx_budget_status();
+
+  constexpr uint32_t kBursts = 8, kBurstFrames = 32, kFrames = kBursts * kBurstFrames;
+  std::vector<std::byte> packet(200);
+  for (uint32_t burst = 0; burst < kBursts; ++burst) {
+    xdp_desc descriptors[kBurstFrames];
+    uint64_t addresses[kBurstFrames];
+    ASSERT_EQ(lab.umem_a->AllocateFrames(addresses), kBurstFrames);
+    for (uint32_t i = 0; i < kBurstFrames; ++i) {
+      WriteTestFrame(packet, burst * kBurstFrames + i, 5);
+      std::memcpy(lab.umem_a->Data(addresses[i]), packet.data(), packet.size());
+      descriptors[i] = xdp_desc{addresses[i], static_cast<uint32_t>(packet.size()), 0};
+    }
+    ASSERT_EQ(socket_a->Transmit(descriptors, Socket::Wakeup::kLater), kBurstFrames);
+    EXPECT_EQ(socket_a->ReclaimCompletions(Socket::Wakeup::kLater), 0u);
+  }
+  EXPECT_EQ(socket_a->counters().tx_wakeup_syscalls, 0u) << "nothing kicked yet";
+  EXPECT_EQ(socket_a->PendingTransmit(), kFrames) << "copy mode sends only when kicked";
+
+  socket_a->FlushTransmit();
+  EXPECT_EQ(socket_a->counters().tx_wakeup_syscalls, 1u);
+  EXPECT_EQ(socket_a->PendingTransmit(), 0u) << "one sendto() took all " << kFrames;
+  ExpectSequence(ReceivePackets(*socket_b, kFrames), 0, kFrames, 5);
+  EXPECT_TRUE(WaitUntil([&] {
+    socket_a->ReclaimCompletions();
+    return socket_a->counters().completions == kFrames;
+  }));
+  socket_a->FlushTransmit();  // nothing waits: no syscall
+  EXPECT_EQ(socket_a->counters().tx_wakeup_syscalls, 1u);
+  ExpectAccountingHolds(*lab.umem_a);
+}
+
 TEST_F(XskLabTest, UnalignedChunkModeReceivesAndDecodesAddresses) {
   UmemOptions options;
   options.chunk_mode = ChunkMode::kUnaligned;
