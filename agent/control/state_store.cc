@@ -270,6 +270,88 @@ v1::Port StateStore::WithStatus(const v1::Port& port) const {
   return result;
 }
 
+// ---- create and update, the same for uplinks and ports ----
+
+template <typename Resource>
+struct StateStore::Collection {
+  const char* noun;  // "uplink", "port": for messages
+  std::map<std::string, Resource, std::less<>>* items;
+  absl::Status (StateStore::*check_conflicts)(const Resource&) const;
+  absl::Status (Datapath::*check_change)(const Change<Resource>&) const;
+  void (Datapath::*apply_change)(const Change<Resource>&);
+};
+
+StateStore::Collection<v1::Uplink> StateStore::Uplinks() {
+  return {"uplink", &uplinks_, &StateStore::CheckUplinkConflictsLocked,
+          &Datapath::CheckUplinkChange, &Datapath::ApplyUplinkChange};
+}
+
+StateStore::Collection<v1::Port> StateStore::Ports() {
+  return {"port", &ports_, &StateStore::CheckPortConflictsLocked, &Datapath::CheckPortChange,
+          &Datapath::ApplyPortChange};
+}
+
+template <typename Resource>
+absl::StatusOr<Resource> StateStore::CreateLocked(Resource resource,
+                                                  const Collection<Resource>& collection) {
+  auto& items = *collection.items;
+  if (auto it = items.find(resource.name()); it != items.end()) {
+    if (MessageDifferencer::Equals(it->second.spec(), resource.spec()))
+      return WithStatus(it->second);
+    return absl::AlreadyExistsError(
+        absl::StrCat(collection.noun, " ", Quoted(resource.name()),
+                     " already exists with a different spec; use Update to change it, or "
+                     "Delete it first"));
+  }
+  if (auto status = (this->*collection.check_conflicts)(resource); !status.ok())
+    return status;
+  if (auto status = (datapath_.*collection.check_change)(Change<Resource>{nullptr, &resource});
+      !status.ok()) {
+    return status;
+  }
+  Stamp(*resource.mutable_meta(), /*created=*/true);
+  const std::string name = resource.name();
+  auto [it, inserted] = items.emplace(name, std::move(resource));
+  if (auto status = PersistLocked(); !status.ok()) {
+    items.erase(it);
+    return status;
+  }
+  (datapath_.*collection.apply_change)(Change<Resource>{nullptr, &it->second});
+  return WithStatus(it->second);
+}
+
+template <typename Resource>
+absl::StatusOr<Resource> StateStore::UpdateLocked(Resource resource, uint64_t expected_generation,
+                                                  const Collection<Resource>& collection) {
+  auto& items = *collection.items;
+  auto it = items.find(resource.name());
+  if (it == items.end())
+    return NotFound(collection.noun, resource.name());
+  if (auto status = CheckGeneration(collection.noun, it->first, it->second.meta().generation(),
+                                    expected_generation);
+      !status.ok()) {
+    return status;
+  }
+  if (MessageDifferencer::Equals(it->second.spec(), resource.spec()))
+    return WithStatus(it->second);
+  if (auto status = (this->*collection.check_conflicts)(resource); !status.ok())
+    return status;
+  if (auto status = (datapath_.*collection.check_change)(Change<Resource>{&it->second, &resource});
+      !status.ok()) {
+    return status;
+  }
+  *resource.mutable_meta() = it->second.meta();
+  Stamp(*resource.mutable_meta(), /*created=*/false);
+  Resource before = std::move(it->second);
+  it->second = std::move(resource);
+  if (auto status = PersistLocked(); !status.ok()) {
+    it->second = std::move(before);
+    return status;
+  }
+  (datapath_.*collection.apply_change)(Change<Resource>{&before, &it->second});
+  return WithStatus(it->second);
+}
+
 // ---- uplinks ----
 
 absl::Status StateStore::CheckUplinkConflictsLocked(const v1::Uplink& uplink) const {
@@ -289,27 +371,7 @@ absl::StatusOr<v1::Uplink> StateStore::CreateUplink(const v1::Uplink& request) {
   if (!uplink.ok())
     return uplink.status();
   std::unique_lock lock(mutex_);
-  if (auto it = uplinks_.find(uplink->name()); it != uplinks_.end()) {
-    if (MessageDifferencer::Equals(it->second.spec(), uplink->spec()))
-      return WithStatus(it->second);
-    return absl::AlreadyExistsError(
-        absl::StrCat("uplink ", Quoted(uplink->name()),
-                     " already exists with a different spec; use Update to change it, or "
-                     "Delete it first"));
-  }
-  if (auto status = CheckUplinkConflictsLocked(*uplink); !status.ok())
-    return status;
-  const UplinkChange change{nullptr, &*uplink};
-  if (auto status = datapath_.CheckUplinkChange(change); !status.ok())
-    return status;
-  Stamp(*uplink->mutable_meta(), /*created=*/true);
-  auto [it, inserted] = uplinks_.emplace(uplink->name(), *uplink);
-  if (auto status = PersistLocked(); !status.ok()) {
-    uplinks_.erase(it);
-    return status;
-  }
-  datapath_.ApplyUplinkChange({nullptr, &it->second});
-  return WithStatus(it->second);
+  return CreateLocked(*std::move(uplink), Uplinks());
 }
 
 absl::StatusOr<v1::Uplink> StateStore::UpdateUplink(const v1::Uplink& request,
@@ -318,31 +380,7 @@ absl::StatusOr<v1::Uplink> StateStore::UpdateUplink(const v1::Uplink& request,
   if (!uplink.ok())
     return uplink.status();
   std::unique_lock lock(mutex_);
-  auto it = uplinks_.find(uplink->name());
-  if (it == uplinks_.end())
-    return NotFound("uplink", uplink->name());
-  if (auto status =
-          CheckGeneration("uplink", it->first, it->second.meta().generation(), expected_generation);
-      !status.ok()) {
-    return status;
-  }
-  if (MessageDifferencer::Equals(it->second.spec(), uplink->spec()))
-    return WithStatus(it->second);
-  if (auto status = CheckUplinkConflictsLocked(*uplink); !status.ok())
-    return status;
-  if (auto status = datapath_.CheckUplinkChange({&it->second, &*uplink}); !status.ok()) {
-    return status;
-  }
-  *uplink->mutable_meta() = it->second.meta();
-  Stamp(*uplink->mutable_meta(), /*created=*/false);
-  v1::Uplink before = std::move(it->second);
-  it->second = std::move(*uplink);
-  if (auto status = PersistLocked(); !status.ok()) {
-    it->second = std::move(before);
-    return status;
-  }
-  datapath_.ApplyUplinkChange({&before, &it->second});
-  return WithStatus(it->second);
+  return UpdateLocked(*std::move(uplink), expected_generation, Uplinks());
 }
 
 absl::Status StateStore::DeleteUplink(absl::string_view name, bool allow_missing) {
@@ -470,26 +508,7 @@ absl::StatusOr<v1::Port> StateStore::CreatePort(const v1::Port& request) {
   if (!port.ok())
     return port.status();
   std::unique_lock lock(mutex_);
-  if (auto it = ports_.find(port->name()); it != ports_.end()) {
-    if (MessageDifferencer::Equals(it->second.spec(), port->spec()))
-      return WithStatus(it->second);
-    return absl::AlreadyExistsError(
-        absl::StrCat("port ", Quoted(port->name()),
-                     " already exists with a different spec; use Update to change it, or Delete "
-                     "it first"));
-  }
-  if (auto status = CheckPortConflictsLocked(*port); !status.ok())
-    return status;
-  if (auto status = datapath_.CheckPortChange({nullptr, &*port}); !status.ok())
-    return status;
-  Stamp(*port->mutable_meta(), /*created=*/true);
-  auto [it, inserted] = ports_.emplace(port->name(), *port);
-  if (auto status = PersistLocked(); !status.ok()) {
-    ports_.erase(it);
-    return status;
-  }
-  datapath_.ApplyPortChange({nullptr, &it->second});
-  return WithStatus(it->second);
+  return CreateLocked(*std::move(port), Ports());
 }
 
 absl::StatusOr<v1::Port> StateStore::UpdatePort(const v1::Port& request,
@@ -498,30 +517,7 @@ absl::StatusOr<v1::Port> StateStore::UpdatePort(const v1::Port& request,
   if (!port.ok())
     return port.status();
   std::unique_lock lock(mutex_);
-  auto it = ports_.find(port->name());
-  if (it == ports_.end())
-    return NotFound("port", port->name());
-  if (auto status =
-          CheckGeneration("port", it->first, it->second.meta().generation(), expected_generation);
-      !status.ok()) {
-    return status;
-  }
-  if (MessageDifferencer::Equals(it->second.spec(), port->spec()))
-    return WithStatus(it->second);
-  if (auto status = CheckPortConflictsLocked(*port); !status.ok())
-    return status;
-  if (auto status = datapath_.CheckPortChange({&it->second, &*port}); !status.ok())
-    return status;
-  *port->mutable_meta() = it->second.meta();
-  Stamp(*port->mutable_meta(), /*created=*/false);
-  v1::Port before = std::move(it->second);
-  it->second = std::move(*port);
-  if (auto status = PersistLocked(); !status.ok()) {
-    it->second = std::move(before);
-    return status;
-  }
-  datapath_.ApplyPortChange({&before, &it->second});
-  return WithStatus(it->second);
+  return UpdateLocked(*std::move(port), expected_generation, Ports());
 }
 
 absl::Status StateStore::DeletePort(absl::string_view name, bool allow_missing) {

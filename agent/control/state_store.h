@@ -97,6 +97,18 @@ class StateStore {
   absl::Status CheckPortConflictsLocked(const v1::Port& port) const;
   absl::Status CheckFdbConflictsLocked(const v1::FdbEntry& entry) const;
 
+  // Create and Update of one kind of resource (uplinks, ports), with what
+  // differs between the kinds in a Collection (defined in the .cc).
+  template <typename Resource>
+  struct Collection;
+  Collection<v1::Uplink> Uplinks();
+  Collection<v1::Port> Ports();
+  template <typename Resource>
+  absl::StatusOr<Resource> CreateLocked(Resource resource, const Collection<Resource>& collection);
+  template <typename Resource>
+  absl::StatusOr<Resource> UpdateLocked(Resource resource, uint64_t expected_generation,
+                                        const Collection<Resource>& collection);
+
   v1::Uplink WithStatus(const v1::Uplink& uplink) const;
   v1::Port WithStatus(const v1::Port& port) const;
 
