@@ -327,6 +327,21 @@ absl::StatusOr<v1::Uplink> NormalizeUplink(const v1::Uplink& request) {
   if (spec.unknown_unicast_policy() == v1::UNKNOWN_UNICAST_POLICY_UNSPECIFIED) {
     spec.set_unknown_unicast_policy(v1::UNKNOWN_UNICAST_POLICY_PASS_TO_HOST);
   }
+  if (!v1::RxChecksumPolicy_IsValid(spec.rx_checksum_policy())) {
+    return Invalid("uplink.spec.rx_checksum_policy",
+                   absl::StrCat("unknown value ", spec.rx_checksum_policy(),
+                                "; use VERIFY or GUEST_VERIFIES"));
+  }
+  if (spec.rx_checksum_policy() == v1::RX_CHECKSUM_POLICY_UNSPECIFIED)
+    spec.set_rx_checksum_policy(v1::RX_CHECKSUM_POLICY_VERIFY);
+  if (spec.fdb_ageing_seconds() > kMaxFdbAgeingSeconds) {
+    return Invalid(
+        "uplink.spec.fdb_ageing_seconds",
+        absl::StrCat(spec.fdb_ageing_seconds(), " is out of range; use 1-", kMaxFdbAgeingSeconds,
+                     ", or 0 for the default (", kDefaultFdbAgeingSeconds, ")"));
+  }
+  if (spec.fdb_ageing_seconds() == 0)
+    spec.set_fdb_ageing_seconds(kDefaultFdbAgeingSeconds);
 
   v1::HashSpec& hash = *spec.mutable_hash();
   if (hash.key().empty()) {

@@ -33,6 +33,8 @@ inline constexpr uint32_t kMaxMtu = 9000;
 inline constexpr uint32_t kDefaultMtu = 1500;
 inline constexpr uint32_t kMaxVlan = 4094;
 inline constexpr std::size_t kHashKeyBytes = 40;
+inline constexpr uint32_t kDefaultFdbAgeingSeconds = 300;
+inline constexpr uint32_t kMaxFdbAgeingSeconds = 1000000;
 
 // The Microsoft RSS Toeplitz key that NIC drivers use by default.
 std::string StandardRssKey();

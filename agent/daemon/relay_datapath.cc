@@ -382,8 +382,7 @@ void RelayDatapath::AddUplinkLocked(const v1::Uplink& uplink) {
   UplinkState& state = uplinks_[uplink.name()];
   state.uplink = uplink;
   if (!options_.worker_cpus.empty())
-    state.cpu =
-        static_cast<int>(options_.worker_cpus[next_worker_++ % options_.worker_cpus.size()]);
+    state.first_cpu = static_cast<uint32_t>(next_worker_++ % options_.worker_cpus.size());
   AttachLocked(state);
 }
 
@@ -445,7 +444,17 @@ void RelayDatapath::AttachLocked(UplinkState& state) {
                                   ? relay::UnknownUnicastPolicy::kDrop
                                   : relay::UnknownUnicastPolicy::kUplink;
   switching.flood_uplink_group_frames = spec.broadcast_policy() == v1::BROADCAST_POLICY_FLOOD;
-  relay_options.cpu = state.cpu;
+  // Validation fills both in; a spec stored by an older agent has neither.
+  if (spec.fdb_ageing_seconds() != 0)
+    switching.fdb_ageing_seconds = spec.fdb_ageing_seconds();
+  relay_options.uplink_header.verify_checksums =
+      spec.rx_checksum_policy() != v1::RX_CHECKSUM_POLICY_GUEST_VERIFIES;
+  // One worker per configured CPU, but no more than the uplink has queues.
+  const auto& cpus = options_.worker_cpus;
+  const size_t workers = std::min<size_t>(std::max<size_t>(cpus.size(), 1), queue_count);
+  for (size_t worker = 0; worker < workers; ++worker)
+    relay_options.worker_cpus.push_back(
+        cpus.empty() ? -1 : static_cast<int>(cpus[(state.first_cpu + worker) % cpus.size()]));
   relay_options.idle_poll = options_.poll_mode == v1::POLL_MODE_BUSY ? kNeverSleep
                             : options_.poll_mode == v1::POLL_MODE_INTERRUPT
                                 ? std::chrono::microseconds(0)
@@ -697,8 +706,8 @@ v1::DatapathInfo RelayDatapath::Info() const {
       waiting.push_back(absl::StrCat(name, " (", state.error, ")"));
       continue;
     }
-    ++workers;
     const relay::RelayStats stats = state.relay->Stats();
+    workers += static_cast<uint32_t>(stats.workers.size());
     const v1::XdpMode xdp = XdpModeOf(stats.attach);
     const v1::XskBindMode bind =
         stats.zero_copy ? v1::XSK_BIND_MODE_ZERO_COPY : v1::XSK_BIND_MODE_COPY;
@@ -797,29 +806,25 @@ void RelayDatapath::CollectStats(v1::Stats& stats) const {
                          *port_stats.mutable_queues(static_cast<int>(pair))->mutable_counters());
     }
   }
-  // One worker per attached uplink, numbered in uplink name order.
+  // Each uplink's workers, numbered across uplinks in uplink name order.
   uint32_t worker = 0;
   for (const auto& [name, state] : uplinks_) {
     if (state.relay == nullptr)
       continue;
-    const relay::RelayStats relay_stats = state.relay->Stats();
-    v1::WorkerStats& out = *stats.add_workers();
-    out.set_worker(worker++);
-    out.set_cpu(state.cpu);
-    out.set_polls(relay_stats.polls);
-    out.set_sleeps(relay_stats.sleeps);
-    uint64_t frames = relay_stats.uplink_rx_frames;
-    uint64_t kicks = 0;
-    for (const auto& port : relay_stats.ports) {
-      for (size_t ring = 0; ring < port.port.queues.size(); ++ring) {
-        if (ring % 2 == 1)
-          frames += port.port.queues[ring].packets;  // guest transmits taken
-        kicks += port.port.queues[ring].notifications;
-      }
+    for (const relay::RelayWorkerStats& counters : state.relay->Stats().workers) {
+      v1::WorkerStats& out = *stats.add_workers();
+      out.set_worker(worker++);
+      out.set_cpu(counters.cpu);
+      out.set_polls(counters.polls);
+      out.set_busy_polls(counters.busy_polls);
+      out.set_sleeps(counters.sleeps);
+      out.set_frames(counters.uplink_rx_frames + counters.guest_tx_frames);
+      // Notifications it sent: guest interrupts (AF_XDP wakeups are in
+      // xsk_syscalls).
+      out.set_kicks(counters.guest_notifications);
+      out.set_syscalls(counters.xsk_syscalls + counters.guest_notifications + counters.sleeps +
+                       counters.eventfd_reads);
     }
-    out.set_frames(frames);
-    out.set_kicks(kicks);
-    out.set_syscalls(relay_stats.xsk_syscalls + kicks + relay_stats.sleeps);
   }
   stats.set_datapath_attached(attached);
 }

@@ -27,8 +27,12 @@ namespace xvio::daemon {
 struct RelayDatapathOptions {
   // bpffs directory; each uplink pins its maps in <bpf_pin_dir>/<uplink name>.
   std::filesystem::path bpf_pin_dir = "/sys/fs/bpf/xvio";
-  // Uplink workers are pinned round-robin to these CPUs, in the order the
-  // uplinks are created (restored ones in name order). Empty: not pinned.
+  // CPUs of the uplink workers. An uplink gets one worker per CPU here, at
+  // most one per uplink queue (each worker owns some of the uplink's AF_XDP
+  // sockets and guest transmit queues); uplinks start round-robin in this
+  // list, in the order they are created (restored ones in name order), so a
+  // single-queue uplink each lands on the next CPU. Empty: one unpinned
+  // worker per uplink.
   std::vector<uint32_t> worker_cpus;
   // busy: workers never sleep; adaptive: they poll for adaptive_idle_poll
   // after the last frame, then sleep until notified; interrupt: they sleep
@@ -73,7 +77,7 @@ class RelayDatapath final : public control::Datapath {
   struct UplinkState {
     v1::Uplink uplink;                          // the normalised desired spec
     std::unique_ptr<relay::UplinkRelay> relay;  // null while not attached
-    int cpu = -1;                               // the worker's CPU (-1: not pinned)
+    uint32_t first_cpu = 0;                     // index into worker_cpus of its first worker
     uint32_t queue_count = 0;                   // AF_XDP sockets bound
     unsigned ifindex = 0;                       // of the interface the relay attached to
     std::string error;                          // why relay is null (the last attempt)
@@ -119,7 +123,7 @@ class RelayDatapath final : public control::Datapath {
   std::map<std::string, PortState> ports_;
   // Static FDB entries of the API by (VLAN, MAC).
   std::map<std::pair<uint32_t, std::string>, StaticEntry> static_fdb_;
-  uint32_t next_worker_ = 0;  // round-robin index into worker_cpus
+  uint32_t next_worker_ = 0;  // round-robin index into worker_cpus of the next uplink
   bool shut_down_ = false;
   // Read by the relays' destructors (see UplinkRelayOptions::keep_attached_on_destroy).
   std::atomic<bool> keep_attached_{false};

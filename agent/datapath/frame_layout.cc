@@ -1,13 +1,19 @@
 // Bounds-checked header parse for the software offloads (see frame_layout.h).
 #include "agent/datapath/frame_layout.h"
 
+#include <algorithm>
+
 namespace xvio::datapath {
 
-ParseOutcome ParseFrameLayout(std::span<const uint8_t> frame, FrameLayout& layout,
-                              bool trust_frame_length) {
+namespace {
+
+// The parse behind both entry points: headers are read from head[0..size),
+// lengths are checked against the whole frame's `frame_bytes` (>= size).
+ParseOutcome Parse(std::span<const uint8_t> head, uint64_t frame_bytes, FrameLayout& layout,
+                   bool trust_frame_length) {
   layout = FrameLayout{};
-  const uint8_t* data = frame.data();
-  const uint64_t size = frame.size();
+  const uint8_t* data = head.data();
+  const uint64_t size = head.size();
   if (size < kEthernetHeaderBytes)
     return ParseOutcome::kTruncated;
   uint64_t offset = 12;
@@ -25,7 +31,8 @@ ParseOutcome ParseFrameLayout(std::span<const uint8_t> frame, FrameLayout& layou
   }
   offset += 2;
   layout.l3_offset = static_cast<uint16_t>(offset);
-  const uint64_t available = size - offset;
+  const uint64_t available = size - offset;               // header bytes we can read
+  const uint64_t frame_available = frame_bytes - offset;  // datagram bytes the frame has
   const uint8_t* ip = data + offset;
   if (ether_type == kEtherTypeIpv4) {
     if (available < kIpv4MinHeaderBytes)
@@ -39,8 +46,8 @@ ParseOutcome ParseFrameLayout(std::span<const uint8_t> frame, FrameLayout& layou
       return ParseOutcome::kTruncated;
     uint64_t datagram_bytes = LoadBigEndian16(ip + 2);
     if (trust_frame_length) {
-      datagram_bytes = available;
-    } else if (datagram_bytes < header_bytes || datagram_bytes > available) {
+      datagram_bytes = frame_available;
+    } else if (datagram_bytes < header_bytes || datagram_bytes > frame_available) {
       return ParseOutcome::kMalformed;
     }
     layout.network = NetworkLayer::kIpv4;
@@ -55,8 +62,8 @@ ParseOutcome ParseFrameLayout(std::span<const uint8_t> frame, FrameLayout& layou
       return ParseOutcome::kMalformed;
     uint64_t datagram_bytes = kIpv6HeaderBytes + uint64_t{LoadBigEndian16(ip + 4)};
     if (trust_frame_length) {
-      datagram_bytes = available;
-    } else if (datagram_bytes > available) {
+      datagram_bytes = frame_available;
+    } else if (datagram_bytes > frame_available) {
       return ParseOutcome::kMalformed;
     }
     layout.network = NetworkLayer::kIpv6;
@@ -69,7 +76,9 @@ ParseOutcome ParseFrameLayout(std::span<const uint8_t> frame, FrameLayout& layou
   if (layout.ipv4_fragment)
     return ParseOutcome::kUnsupportedL4;
   const uint64_t l4_offset = offset + layout.l3_header_bytes;
-  const uint64_t l4_available = layout.l3_datagram_bytes - layout.l3_header_bytes;
+  // The L4 header must lie in the datagram and in the bytes we can read.
+  const uint64_t l4_available =
+      std::min<uint64_t>(layout.l3_datagram_bytes, available) - layout.l3_header_bytes;
   const uint8_t* l4 = data + l4_offset;
   uint32_t l4_header_bytes = 0;
   if (layout.l4_protocol == kIpProtocolTcp) {
@@ -92,6 +101,20 @@ ParseOutcome ParseFrameLayout(std::span<const uint8_t> frame, FrameLayout& layou
   layout.l4_offset = static_cast<uint16_t>(l4_offset);
   layout.l4_header_bytes = static_cast<uint16_t>(l4_header_bytes);
   return ParseOutcome::kOk;
+}
+
+}  // namespace
+
+ParseOutcome ParseFrameLayout(std::span<const uint8_t> frame, FrameLayout& layout,
+                              bool trust_frame_length) {
+  return Parse(frame, frame.size(), layout, trust_frame_length);
+}
+
+ParseOutcome ParseFrameHeadLayout(std::span<const uint8_t> head, uint64_t frame_bytes,
+                                  FrameLayout& layout) {
+  if (frame_bytes < head.size())
+    return ParseOutcome::kMalformed;
+  return Parse(head, frame_bytes, layout, /*trust_frame_length=*/false);
 }
 
 }  // namespace xvio::datapath

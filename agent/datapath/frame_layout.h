@@ -80,4 +80,10 @@ enum class ParseOutcome : uint8_t {
 ParseOutcome ParseFrameLayout(std::span<const uint8_t> frame, FrameLayout& layout,
                               bool trust_frame_length = false);
 
+// The same for a frame of `frame_bytes` of which only the first bytes, `head`,
+// are at hand (a frame scattered over several buffers): headers must lie in
+// `head` (else kTruncated), IP lengths are checked against `frame_bytes`.
+ParseOutcome ParseFrameHeadLayout(std::span<const uint8_t> head, uint64_t frame_bytes,
+                                  FrameLayout& layout);
+
 }  // namespace xvio::datapath

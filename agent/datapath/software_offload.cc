@@ -232,39 +232,96 @@ OffloadError SoftwareOffload::CompletePartialChecksum(std::span<uint8_t> frame, 
   return error;
 }
 
-ChecksumVerdict SoftwareOffload::VerifyReceivedChecksums(std::span<const uint8_t> frame) {
-  FrameLayout layout;
-  if (ParseFrameLayout(frame, layout) != ParseOutcome::kOk) {
+ChecksumVerdict SoftwareOffload::Verdict(ChecksumVerdict value) {
+  if (value == ChecksumVerdict::kValid)
+    ++counters_.checksums_verified_valid;
+  if (value == ChecksumVerdict::kInvalid)
+    ++counters_.checksums_verified_invalid;
+  if (value == ChecksumVerdict::kNotChecked)
     ++counters_.checksums_not_checked;
-    return ChecksumVerdict::kNotChecked;
-  }
-  const uint8_t* l3 = frame.data() + layout.l3_offset;
-  const uint8_t* l4 = frame.data() + layout.l4_offset;
+  return value;
+}
+
+namespace {
+
+// The checks both forms of VerifyReceivedChecksums share, on headers parsed
+// into `layout` from `head`; `l4_sum` adds the L4 bytes (header and payload)
+// of the datagram to a sum.
+template <typename SumL4>
+ChecksumVerdict VerifyParsed(const uint8_t* head, const FrameLayout& layout, SumL4&& l4_sum) {
+  const uint8_t* l3 = head + layout.l3_offset;
+  const uint8_t* l4 = head + layout.l4_offset;
   const uint32_t l4_bytes = layout.l3_datagram_bytes - layout.l3_header_bytes;
   const bool ipv4 = layout.network == NetworkLayer::kIpv4;
   const bool udp = layout.l4_protocol == kIpProtocolUdp;
-  auto verdict = [this](ChecksumVerdict value) {
-    if (value == ChecksumVerdict::kValid)
-      ++counters_.checksums_verified_valid;
-    if (value == ChecksumVerdict::kInvalid)
-      ++counters_.checksums_verified_invalid;
-    if (value == ChecksumVerdict::kNotChecked)
-      ++counters_.checksums_not_checked;
-    return value;
-  };
-  if (ipv4 && ChecksumFold(ChecksumAdd(0, {l3, layout.l3_header_bytes})) != 0xffff) {
-    return verdict(ChecksumVerdict::kInvalid);
-  }
+  if (ipv4 && ChecksumFold(ChecksumAdd(0, {l3, layout.l3_header_bytes})) != 0xffff)
+    return ChecksumVerdict::kInvalid;
   if (udp && LoadBigEndian16(l4 + kUdpChecksumOffset) == 0) {
     // IPv4 lets UDP go without a checksum (nothing to verify); IPv6 does not.
-    return verdict(ipv4 ? ChecksumVerdict::kNotChecked : ChecksumVerdict::kInvalid);
+    return ipv4 ? ChecksumVerdict::kNotChecked : ChecksumVerdict::kInvalid;
   }
   if (udp && LoadBigEndian16(l4 + 4) != l4_bytes)
-    return verdict(ChecksumVerdict::kInvalid);
+    return ChecksumVerdict::kInvalid;
   const uint64_t pseudo = ipv4 ? PseudoHeaderSumIpv4(l3, layout.l4_protocol, l4_bytes)
                                : PseudoHeaderSumIpv6(l3, layout.l4_protocol, l4_bytes);
-  const bool valid = ChecksumFold(ChecksumAdd(pseudo, {l4, l4_bytes})) == 0xffff;
-  return verdict(valid ? ChecksumVerdict::kValid : ChecksumVerdict::kInvalid);
+  return ChecksumFold(l4_sum(pseudo, l4_bytes)) == 0xffff ? ChecksumVerdict::kValid
+                                                          : ChecksumVerdict::kInvalid;
+}
+
+}  // namespace
+
+ChecksumVerdict SoftwareOffload::VerifyReceivedChecksums(std::span<const uint8_t> frame) {
+  FrameLayout layout;
+  if (ParseFrameLayout(frame, layout) != ParseOutcome::kOk)
+    return Verdict(ChecksumVerdict::kNotChecked);
+  return Verdict(VerifyParsed(frame.data(), layout, [&](uint64_t sum, uint32_t l4_bytes) {
+    return ChecksumAdd(sum, frame.subspan(layout.l4_offset, l4_bytes));
+  }));
+}
+
+ChecksumVerdict SoftwareOffload::VerifyScatteredChecksums(
+    std::span<const std::span<const uint8_t>> pieces) {
+  if (pieces.size() == 1)
+    return VerifyReceivedChecksums(pieces[0]);
+  // The head, gathered: the parse reads headers from one contiguous run.
+  uint8_t head[kMaxScatteredHeadBytes];
+  uint32_t head_bytes = 0;
+  uint64_t frame_bytes = 0;
+  for (const std::span<const uint8_t> piece : pieces) {
+    const auto take = static_cast<uint32_t>(
+        std::min<uint64_t>(piece.size(), kMaxScatteredHeadBytes - head_bytes));
+    std::memcpy(head + head_bytes, piece.data(), take);
+    head_bytes += take;
+    frame_bytes += piece.size();
+  }
+  FrameLayout layout;
+  if (ParseFrameHeadLayout({head, head_bytes}, frame_bytes, layout) != ParseOutcome::kOk)
+    return Verdict(ChecksumVerdict::kNotChecked);
+  return Verdict(VerifyParsed(head, layout, [&](uint64_t sum, uint32_t l4_bytes) {
+    // Bytes [l4_offset, l4_offset + l4_bytes) of the frame, piece by piece.
+    // A piece that starts at an odd offset from the L4 header adds its sum
+    // byte-swapped (RFC 1071 §2(B): the sum of bytes shifted by one is the
+    // swapped sum).
+    uint64_t skip = layout.l4_offset;
+    uint64_t remaining = l4_bytes;
+    uint64_t position = 0;  // bytes of the L4 region summed so far
+    for (const std::span<const uint8_t> piece : pieces) {
+      if (remaining == 0)
+        break;
+      if (skip >= piece.size()) {
+        skip -= piece.size();
+        continue;
+      }
+      const uint64_t take = std::min<uint64_t>(piece.size() - skip, remaining);
+      const uint16_t piece_sum = ChecksumFold(ChecksumAdd(0, piece.subspan(skip, take)));
+      sum +=
+          (position & 1) != 0 ? static_cast<uint16_t>(piece_sum << 8 | piece_sum >> 8) : piece_sum;
+      position += take;
+      remaining -= take;
+      skip = 0;
+    }
+    return sum;
+  }));
 }
 
 }  // namespace xvio::datapath

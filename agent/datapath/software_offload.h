@@ -114,11 +114,18 @@ class SoftwareOffload {
   // Checks the IPv4 header checksum and the TCP/UDP checksum of a received
   // frame (IPv4 or IPv6, up to two VLAN tags; Ethernet padding ignored).
   ChecksumVerdict VerifyReceivedChecksums(std::span<const uint8_t> frame);
+  // The same for a frame scattered over `pieces` (a multi-buffer AF_XDP
+  // frame), in order, any lengths (odd ones too). Its headers must lie in the
+  // first kMaxScatteredHeadBytes bytes; otherwise the verdict is kNotChecked.
+  static constexpr uint32_t kMaxScatteredHeadBytes = 256;
+  ChecksumVerdict VerifyScatteredChecksums(std::span<const std::span<const uint8_t>> pieces);
 
   const OffloadCounters& counters() const { return counters_; }
   uint32_t mtu_bytes() const { return mtu_bytes_; }
 
  private:
+  // Counts `value` and returns it.
+  ChecksumVerdict Verdict(ChecksumVerdict value);
   SegmentResult Fail(OffloadError error) {
     ++counters_.errors[static_cast<size_t>(error)];
     return {0, error};

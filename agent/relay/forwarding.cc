@@ -1,4 +1,4 @@
-// Frame edges and re-tagging (see forwarding.h).
+// Frame edges, re-tagging and uplink frames' virtio-net headers (see forwarding.h).
 #include "agent/relay/forwarding.h"
 
 #include <algorithm>
@@ -102,6 +102,51 @@ vhost::VirtioNetHeader ShiftNetHeader(const vhost::VirtioNetHeader& header, int3
   if ((header.gso_type & ~vhost::kGsoEcn) != vhost::kGsoNone && header.hdr_len != 0)
     shifted.hdr_len = static_cast<uint16_t>(header.hdr_len + length_change);
   return shifted;
+}
+
+HashReport HashReportOf(const xvio_metadata& metadata) {
+  if (metadata.hash_type == XVIO_HASH_TYPE_NONE || metadata.hash_type > XVIO_HASH_TYPE_UDPV6_EX)
+    return {};
+  return {metadata.hash_value, metadata.hash_type};
+}
+
+namespace {
+
+// A multi-buffer frame has at most MAX_SKB_FRAGS + 1 (18) buffers.
+constexpr size_t kMaxFramePieces = 32;
+
+datapath::ChecksumVerdict VerifyChecksums(std::span<const vhost::HostSegment> frame,
+                                          datapath::SoftwareOffload& offload) {
+  std::array<std::span<const uint8_t>, kMaxFramePieces> pieces;
+  if (frame.size() > pieces.size())
+    return datapath::ChecksumVerdict::kNotChecked;
+  for (size_t index = 0; index < frame.size(); ++index) {
+    pieces[index] = {reinterpret_cast<const uint8_t*>(frame[index].data),
+                     frame[index].length_bytes};
+  }
+  return offload.VerifyScatteredChecksums(
+      std::span<const std::span<const uint8_t>>(pieces.data(), frame.size()));
+}
+
+}  // namespace
+
+bool BuildUplinkNetHeader(std::span<const vhost::HostSegment> frame, const xvio_metadata& metadata,
+                          uint64_t guest_features, const UplinkHeaderOptions& options,
+                          datapath::SoftwareOffload& offload, vhost::VirtioNetHeader& header) {
+  header = vhost::VirtioNetHeader{};
+  bool informative = false;
+  if (options.verify_checksums && vhost::HasFeature(guest_features, vhost::feature::kGuestCsum) &&
+      VerifyChecksums(frame, offload) == datapath::ChecksumVerdict::kValid) {
+    header.flags = vhost::kNetHeaderDataValid;
+    informative = true;
+  }
+  if (vhost::HasFeature(guest_features, vhost::feature::kHashReport)) {
+    const HashReport report = HashReportOf(metadata);
+    header.hash_value = report.value;
+    header.hash_report = report.type;
+    informative = informative || report.type != XVIO_HASH_TYPE_NONE;
+  }
+  return informative;
 }
 
 }  // namespace xvio::relay

@@ -1,7 +1,7 @@
 // Per-frame switching helpers of the relay that need no rings: reading a
-// frame's addresses and outer VLAN tag, and changing its tag on the way from
-// one port to another without copying the payload (a new 12- or 16-byte head
-// in front of the original bytes).
+// frame's addresses and outer VLAN tag, changing its tag on the way from one
+// port to another without copying the payload (a new 12- or 16-byte head in
+// front of the original bytes), and the virtio-net header of uplink frames.
 #pragma once
 
 #include <array>
@@ -9,9 +9,11 @@
 #include <cstdint>
 #include <span>
 
+#include "agent/datapath/software_offload.h"
 #include "agent/datapath/vlan.h"
 #include "agent/vhost/guest_memory.h"
 #include "agent/vhost/virtio_net.h"
+#include "bpf/xvio_shared.h"
 
 namespace xvio::relay {
 
@@ -87,5 +89,43 @@ bool RetagInPlace(const Retag& retag, std::byte*& data, uint32_t& length, uint32
 // The virtio-net header of a frame whose head grew by `length_change` bytes:
 // the checksum start and GSO header length move with the payload.
 vhost::VirtioNetHeader ShiftNetHeader(const vhost::VirtioNetHeader& header, int32_t length_change);
+
+// What the relay tells a guest about a frame from the uplink, in the
+// virtio-net header (virtio 1.2 §5.1.6.4.1). The uplink is AF_XDP, which hands
+// up no checksum verdict of the NIC's, so "verified" means verified here, in
+// software.
+struct UplinkHeaderOptions {
+  // Verify the TCP/UDP checksum (and the IPv4 header's) of frames for guests
+  // that negotiated GUEST_CSUM and mark the good ones DATA_VALID, so the guest
+  // skips its own check. Off: such guests verify every frame themselves.
+  bool verify_checksums = true;
+};
+
+// The flow hash of the steering program as a virtio hash report: the
+// xvio_hash_type values are VIRTIO_NET_HASH_REPORT_* already; anything out of
+// range (a newer steering program) reports NONE with no value.
+struct HashReport {
+  uint32_t value = 0;
+  uint16_t type = 0;  // VIRTIO_NET_HASH_REPORT_*
+};
+HashReport HashReportOf(const xvio_metadata& metadata);
+
+// Fills `header` for a frame from the uplink, `frame` as the guest will see
+// it (tags included; several pieces for a multi-buffer frame), going to a
+// guest that negotiated `guest_features`:
+// - DATA_VALID when the guest negotiated GUEST_CSUM, options say verify, and
+//   `offload` found the IPv4 header checksum (if any) and the TCP/UDP
+//   checksum correct. A wrong checksum leaves the flag off: the guest checks
+//   again and drops the frame, counting it where its user looks. Frames that
+//   are not TCP/UDP, fragments and UDP/IPv4 without checksum are not marked.
+//   `offload` counts the verdicts.
+// - hash_value and hash_report when the guest negotiated HASH_REPORT (the
+//   20-byte header) and the steering program hashed the frame.
+// Returns false when the header says nothing (all zero): pass no header then.
+// No allocation; reads the frame once (a multi-buffer frame's first 256
+// bytes are also copied, to parse its headers in one piece).
+bool BuildUplinkNetHeader(std::span<const vhost::HostSegment> frame, const xvio_metadata& metadata,
+                          uint64_t guest_features, const UplinkHeaderOptions& options,
+                          datapath::SoftwareOffload& offload, vhost::VirtioNetHeader& header);
 
 }  // namespace xvio::relay

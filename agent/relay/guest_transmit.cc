@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "agent/relay/relay_counters.h"
-#include "agent/relay/uplink_relay.h"
+#include "agent/relay/relay_worker.h"
 #include "bpf/xvio_shared.h"
 
 namespace xvio::relay {
@@ -25,6 +25,20 @@ bool CopyPrefix(std::span<const vhost::HostSegment> segments, uint8_t* out, uint
   return false;
 }
 
+// VLAN tags (802.1Q or 802.1ad) at the head of a frame, from its first
+// kFramePrefixBytes: 0, 1 or 2 (more are not looked for).
+uint32_t VlanTagCount(std::span<const uint8_t> prefix) {
+  auto is_tag = [&](size_t at) {
+    if (prefix.size() < at + 2)
+      return false;
+    const auto type = static_cast<uint16_t>(prefix[at] << 8 | prefix[at + 1]);
+    return type == 0x8100 || type == 0x88a8;
+  };
+  if (!is_tag(12))
+    return 0;
+  return is_tag(16) ? 2 : 1;
+}
+
 // What became of one peeked guest frame; decided before anything is
 // committed, so frames left in the guest ring are not counted twice. A
 // flooded frame is kUplink (its uplink copy) or kFloodOnly, and has targets.
@@ -32,7 +46,7 @@ enum class Outcome : uint8_t { kUplink, kLocal, kFloodOnly, kDrop };
 
 }  // namespace
 
-uint32_t UplinkRelay::ServeGuestTransmit(PortState& source, uint16_t queue_pair) {
+uint32_t UplinkRelay::Worker::ServeGuestTransmit(PortState& source, uint16_t queue_pair) {
   vhost::VirtQueue& transmit = source.config.port->transmit_queue(queue_pair);
   vhost::BurstGuard guard(transmit);
   if (!guard)
@@ -169,24 +183,37 @@ uint32_t UplinkRelay::ServeGuestTransmit(PortState& source, uint16_t queue_pair)
     const vhost::VirtioNetHeader& header = frame.header;
     const bool needs_checksum = (header.flags & vhost::kNetHeaderNeedsCsum) != 0;
     if (header.gso_type == vhost::kGsoNone) {
-      if (out_length > capacity_bytes) {
+      // Within the uplink's MTU or not at all: AF_XDP does not fragment, and
+      // the next hop would drop the frame (a veth peer without a trace).
+      const int32_t tags_out =
+          static_cast<int32_t>(VlanTagCount(std::span<const uint8_t>(prefixes[i], prefix_bytes))) +
+          length_change / 4;
+      if (out_length > relay_.uplink_mtu_bytes_ + 14 +
+                           4 * static_cast<uint32_t>(std::max(tags_out, int32_t{0}))) {
         reason[i] = DropReason::kFrameTooLarge;
         continue;
       }
-      if (uplink_count == transmit_budget || !have_frames(uplink_count + 1)) {
+      // One UMEM frame per capacity_bytes: a chain of descriptors linked by
+      // XDP_PKT_CONTD when the MTU is above one frame (multi-buffer).
+      const uint32_t pieces = (out_length + capacity_bytes - 1) / capacity_bytes;
+      if (uplink_count + pieces > transmit_budget || !have_frames(uplink_count + pieces)) {
         completed = i;  // no TX slot or UMEM frame: retry this frame next round
         break;
       }
+      // A frame of one UMEM frame is built in place. A longer one is built
+      // whole in gso_frame_ first (re-tagging and checksum completion want
+      // it contiguous, and out of the guest's reach), then cut into frames.
       const uint64_t address = transmit_frames_[uplink_count] + umem_->data_offset_bytes();
-      uint8_t* out = reinterpret_cast<uint8_t*>(umem_->Data(address));
+      uint8_t* out =
+          pieces == 1 ? reinterpret_cast<uint8_t*>(umem_->Data(address)) : gso_frame_.data();
+      const uint32_t out_capacity = pieces == 1 ? capacity_bytes : kMaxGsoFrameBytes;
       if (uplink_retag.unchanged) {
         uint32_t copied = 0;
         for (const vhost::HostSegment& segment : segments) {
           std::memcpy(out + copied, segment.data, segment.length_bytes);
           copied += segment.length_bytes;
         }
-      } else if (CopyRetagged(uplink_retag, segments, frame.length_bytes, out, capacity_bytes) ==
-                 0) {
+      } else if (CopyRetagged(uplink_retag, segments, frame.length_bytes, out, out_capacity) == 0) {
         reason[i] = DropReason::kMalformed;
         continue;
       }
@@ -203,8 +230,16 @@ uint32_t UplinkRelay::ServeGuestTransmit(PortState& source, uint16_t queue_pair)
         checksum_completed[i] = true;
       }
       outcome[i] = Outcome::kUplink;
-      uplink_frame_of[uplink_count] = i;
-      transmit_descriptors_[uplink_count++] = {address, out_length, 0};
+      for (uint32_t piece = 0, offset = 0; piece < pieces; ++piece, offset += capacity_bytes) {
+        const uint64_t piece_address = transmit_frames_[uplink_count] + umem_->data_offset_bytes();
+        const uint32_t piece_bytes = std::min(capacity_bytes, out_length - offset);
+        if (pieces > 1)
+          std::memcpy(umem_->Data(piece_address), gso_frame_.data() + offset, piece_bytes);
+        uplink_frame_of[uplink_count] = i;
+        transmit_descriptors_[uplink_count++] = {
+            piece_address, piece_bytes,
+            piece + 1 < pieces ? static_cast<uint32_t>(XDP_PKT_CONTD) : 0u};
+      }
       continue;
     }
 
@@ -219,8 +254,19 @@ uint32_t UplinkRelay::ServeGuestTransmit(PortState& source, uint16_t queue_pair)
     // More than this fails as too_many_segments in Segment; capped by the
     // ring so a frame that needs a whole empty ring still goes some day.
     wanted_segments = std::min({wanted_segments, kMaxSegmentsPerFrame, options_.ring_size});
-    if (uplink_count + wanted_segments > transmit_budget ||
-        !have_frames(uplink_count + wanted_segments)) {
+    // Segments longer than one UMEM frame (a jumbo MTU and a large
+    // gso_size) are cut into jumbo_segments_, MTU-sized slots, and copied
+    // into descriptor chains; the others are cut straight into UMEM frames.
+    const bool jumbo_segments =
+        !jumbo_segments_.empty() && header.gso_size + kSegmentHeadersMaxBytes > capacity_bytes;
+    const uint32_t jumbo_slot_bytes = relay_.uplink_mtu_bytes_ + kUplinkL2HeaderMaxBytes;
+    const uint32_t frames_per_segment =
+        jumbo_segments ? (jumbo_slot_bytes + capacity_bytes - 1) / capacity_bytes : 1;
+    if (jumbo_segments)
+      wanted_segments = std::min(wanted_segments, kMaxJumboSegments);
+    const uint32_t wanted_frames = wanted_segments * frames_per_segment;
+    if (uplink_count + wanted_frames > transmit_budget ||
+        !have_frames(uplink_count + wanted_frames)) {
       completed = i;  // not all segments fit now: the guest frame waits whole
       break;
     }
@@ -236,6 +282,11 @@ uint32_t UplinkRelay::ServeGuestTransmit(PortState& source, uint16_t queue_pair)
       continue;
     }
     for (uint32_t s = 0; s < wanted_segments; ++s) {
+      if (jumbo_segments) {
+        segment_outputs_[s] =
+            std::span(jumbo_segments_.data() + size_t{s} * jumbo_slot_bytes, jumbo_slot_bytes);
+        continue;
+      }
       const uint64_t address = transmit_frames_[uplink_count + s] + umem_->data_offset_bytes();
       segment_outputs_[s] =
           std::span(reinterpret_cast<uint8_t*>(umem_->Data(address)), capacity_bytes);
@@ -257,9 +308,18 @@ uint32_t UplinkRelay::ServeGuestTransmit(PortState& source, uint16_t queue_pair)
       continue;
     }
     for (uint32_t s = 0; s < result.segment_count; ++s) {
-      const uint64_t address = transmit_frames_[uplink_count] + umem_->data_offset_bytes();
-      uplink_frame_of[uplink_count] = i;
-      transmit_descriptors_[uplink_count++] = {address, segment_lengths_[s], 0};
+      // A segment is one UMEM frame, or a chain of them from its slot.
+      const uint32_t length = segment_lengths_[s];
+      for (uint32_t offset = 0; offset == 0 || offset < length; offset += capacity_bytes) {
+        const uint64_t address = transmit_frames_[uplink_count] + umem_->data_offset_bytes();
+        const uint32_t piece_bytes = std::min(capacity_bytes, length - offset);
+        if (jumbo_segments)
+          std::memcpy(umem_->Data(address), segment_outputs_[s].data() + offset, piece_bytes);
+        uplink_frame_of[uplink_count] = i;
+        transmit_descriptors_[uplink_count++] = {
+            address, piece_bytes,
+            offset + piece_bytes < length ? static_cast<uint32_t>(XDP_PKT_CONTD) : 0u};
+      }
     }
     outcome[i] = Outcome::kUplink;
     segments_of[i] = static_cast<uint16_t>(result.segment_count);
@@ -277,9 +337,12 @@ uint32_t UplinkRelay::ServeGuestTransmit(PortState& source, uint16_t queue_pair)
   umem_->ReleaseFrames(std::span<const uint64_t>(transmit_frames_ + sent, allocated - sent));
 
   uint64_t sent_bytes = 0;
-  for (uint32_t d = 0; d < sent; ++d)
+  uint64_t sent_frames = 0;  // a chain of descriptors is one frame
+  for (uint32_t d = 0; d < sent; ++d) {
     sent_bytes += transmit_descriptors_[d].len;
-  Increment(uplink_tx_frames_, sent);
+    sent_frames += (transmit_descriptors_[d].options & XDP_PKT_CONTD) == 0 ? 1 : 0;
+  }
+  Increment(uplink_tx_frames_, sent_frames);
   Increment(uplink_tx_bytes_, sent_bytes);
 
   uint32_t local_delivered = 0;
@@ -287,7 +350,7 @@ uint32_t UplinkRelay::ServeGuestTransmit(PortState& source, uint16_t queue_pair)
     ++local_delivered;
   // Guest memory of the peeked chains stays valid until CompleteTransmit.
   DeliverPending(local_delivered, /*local=*/true);
-  Increment(source.to_local_frames, local_delivered);
+  Increment(Counters(source).to_local_frames, local_delivered);
   uint64_t flooded = 0;
   for (uint16_t i = 0; i < completed; ++i) {
     if (flood_targets[i].empty() || outcome[i] == Outcome::kDrop)
@@ -311,7 +374,7 @@ uint32_t UplinkRelay::ServeGuestTransmit(PortState& source, uint16_t queue_pair)
         Increment(offload_rejected_[static_cast<size_t>(offload_error[i])], 1);
     }
   }
-  Increment(source.to_uplink_frames, to_uplink);
+  Increment(Counters(source).to_uplink_frames, to_uplink);
   Increment(offload_frames_segmented_, segmented);
   Increment(offload_segments_produced_, segments_produced);
   Increment(offload_checksums_completed_, checksums);

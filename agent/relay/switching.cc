@@ -14,7 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/relay/relay_counters.h"
-#include "agent/relay/uplink_relay.h"
+#include "agent/relay/relay_worker.h"
 
 namespace xvio::relay {
 namespace {
@@ -46,14 +46,18 @@ absl::Status UplinkRelay::SetupSwitching(const SwitchingOptions& switching) {
        .max_learned_entries = learned_cap,
        .max_learned_per_port = std::min(switching.max_learned_per_port, learned_cap),
        .learn_queue_capacity = 1024,
-       .max_readers = 1});
+       .max_readers = static_cast<uint32_t>(workers_.size())});
   if (!fdb.ok())
     return fdb.status();
   fdb_ = std::move(*fdb);
-  auto reader = fdb_->AddReader();
-  if (!reader.ok())
-    return reader.status();
-  fdb_reader_ = std::move(*reader);
+  // One reader per worker: a reader's read section and learn queue are
+  // single-threaded.
+  for (auto& worker : workers_) {
+    auto reader = fdb_->AddReader();
+    if (!reader.ok())
+      return reader.status();
+    worker->fdb_reader_ = std::move(*reader);
+  }
   // The uplink's own MAC is behind the uplink (untagged): VM frames to it
   // leave through AF_XDP instead of being flooded to the other VMs.
   ifreq request{};
@@ -72,14 +76,13 @@ absl::Status UplinkRelay::SetupSwitching(const SwitchingOptions& switching) {
       (void)fdb_->Publish();
     }
   }
-  retag_segments_.resize(vhost::TransmitBurst::kMaxSegments + kBurst);
-  flood_segments_.resize(vhost::TransmitBurst::kMaxSegments + 1);
   if (switching.flood_uplink_group_frames) {
     // Group frames up to the uplink MTU, Ethernet header and two tags.
     auto listener = GroupFrameListener::Open(options_.interface_name, uplink_mtu_bytes_ + 14 + 8);
     if (!listener.ok())
       return listener.status();
     group_listener_ = std::move(*listener);
+    workers_.front()->group_listener_ = group_listener_.get();
   }
   // Maps adopted from a previous relay may hold its entries: they count as
   // installed, so the first sync after a change (the agent re-adding its
@@ -112,9 +115,12 @@ absl::Status UplinkRelay::SetupSwitching(const SwitchingOptions& switching) {
 }
 
 uint32_t UplinkRelay::NowSeconds() const {
-  return 1 + static_cast<uint32_t>(std::chrono::duration_cast<std::chrono::seconds>(
-                                       std::chrono::steady_clock::now() - clock_origin_)
-                                       .count());
+  return SecondsAt(std::chrono::steady_clock::now());
+}
+
+uint32_t UplinkRelay::SecondsAt(std::chrono::steady_clock::time_point time) const {
+  return 1 + static_cast<uint32_t>(
+                 std::chrono::duration_cast<std::chrono::seconds>(time - clock_origin_).count());
 }
 
 std::vector<uint64_t> UplinkRelay::PortAddressKeys(const RelayPort& port) {
@@ -319,12 +325,14 @@ SwitchingStats UplinkRelay::SwitchingStatistics() const {
     stats.steering_update_errors = steering_update_errors_;
     stats.group_frames_kernel_dropped = group_frames_kernel_dropped_;
   }
-  stats.learn_queue_full = fdb_reader_->counters().learn_queue_full.load(std::memory_order_relaxed);
-  stats.flooded_from_vms = Load(flooded_from_vms_);
-  stats.flood_copies_to_vms = Load(flood_copies_to_vms_);
-  stats.flood_copies_port_down = Load(flood_copies_port_down_);
-  stats.group_frames_from_uplink = Load(group_frames_from_uplink_);
-  stats.group_frames_truncated = Load(group_frames_truncated_);
+  for (const auto& worker : workers_) {
+    stats.learn_queue_full += Load(worker->fdb_reader_->counters().learn_queue_full);
+    stats.flooded_from_vms += Load(worker->flooded_from_vms_);
+    stats.flood_copies_to_vms += Load(worker->flood_copies_to_vms_);
+    stats.flood_copies_port_down += Load(worker->flood_copies_port_down_);
+    stats.group_frames_from_uplink += Load(worker->group_frames_from_uplink_);
+    stats.group_frames_truncated += Load(worker->group_frames_truncated_);
+  }
   return stats;
 }
 

@@ -4,13 +4,14 @@
 // AF_PACKET and flooded to the VMs of their VLAN.
 #include <cstring>
 
+#include "agent/relay/receive_queue_guard.h"
 #include "agent/relay/relay_counters.h"
-#include "agent/relay/uplink_relay.h"
+#include "agent/relay/relay_worker.h"
 #include "bpf/xvio_shared.h"
 
 namespace xvio::relay {
 
-void UplinkRelay::LearnSource(const uint8_t* source, uint16_t vlan_id, uint32_t port_id) {
+void UplinkRelay::Worker::LearnSource(const uint8_t* source, uint16_t vlan_id, uint32_t port_id) {
   const uint64_t key = datapath::FdbKey(source, vlan_id);
   if (key == last_learned_key_ && port_id == last_learned_port_ &&
       now_seconds_ == last_learned_seconds_)
@@ -21,18 +22,34 @@ void UplinkRelay::LearnSource(const uint8_t* source, uint16_t vlan_id, uint32_t 
   fdb_reader_->Learn(*fdb_snapshot_, source, vlan_id, port_id, now_seconds_);
 }
 
-uint32_t UplinkRelay::ServeUplinkQueue(xsk::Socket& socket) {
+uint32_t UplinkRelay::Worker::ServeUplinkQueue(xsk::Socket& socket) {
   const uint32_t received = socket.Receive(receive_descriptors_);
   if (received == 0)
     return 0;
   uint64_t bytes = 0;
+  uint32_t frames = 0;
   uint32_t pending = 0;
-  for (uint32_t i = 0; i < received; ++i) {
-    const xdp_desc& descriptor = receive_descriptors_[i];
-    std::byte* data = umem_->Data(descriptor.addr);
-    bytes += descriptor.len;
-    // The metadata sits right in front of the frame, inside the frame's
-    // headroom; never read before the frame's start.
+  uint32_t next = 0;
+  for (uint32_t first = 0; first < received; first = next) {
+    // One frame: its first descriptor and, on a multi-buffer uplink (MTU
+    // above one UMEM frame), those after it up to the first without
+    // XDP_PKT_CONTD. Receive() returns whole frames only. The descriptors of
+    // a frame are consecutive, so segments_[first..next) is its scatter list.
+    next = first + 1;
+    while (next < received && (receive_descriptors_[next - 1].options & XDP_PKT_CONTD) != 0)
+      ++next;
+    const uint32_t pieces = next - first;
+    uint32_t length = 0;
+    for (uint32_t d = first; d < next; ++d) {
+      segments_[d] = {umem_->Data(receive_descriptors_[d].addr), receive_descriptors_[d].len};
+      length += receive_descriptors_[d].len;
+    }
+    ++frames;
+    bytes += length;
+    const xdp_desc& descriptor = receive_descriptors_[first];
+    std::byte* data = segments_[first].data;
+    // The metadata sits right in front of the frame's first buffer, inside
+    // that buffer's headroom; never read before the buffer's start.
     const std::byte* frame_start =
         umem_->Data(umem_->FrameAddress(umem_->FrameIndex(descriptor.addr)));
     const auto headroom = static_cast<uint32_t>(data - frame_start);
@@ -46,13 +63,21 @@ uint32_t UplinkRelay::ServeUplinkQueue(xsk::Socket& socket) {
       Drop(DropReason::kBadMetadata);
       continue;
     }
+    // The switch reads (and a re-tag rewrites) the frame's head in its first
+    // buffer; a chain whose first buffer is shorter than that head is not
+    // one a NIC or the kernel's copy mode makes.
+    if (pieces > 1 && descriptor.len < kFramePrefixBytes) {
+      Drop(DropReason::kMalformed);
+      continue;
+    }
+    const std::span<const vhost::HostSegment> scatter(&segments_[first], pieces);
     PortState* port = metadata.port_id < kMaxPorts ? port_by_id_[metadata.port_id] : nullptr;
     if (port == nullptr && metadata.port_id == XVIO_PORT_ID_NONE &&
         (metadata.flags & (XVIO_META_FLAG_BROADCAST | XVIO_META_FLAG_MULTICAST |
                            XVIO_META_FLAG_UNKNOWN_UNICAST)) != 0) {
       // The steering config REDIRECTs this class instead of passing it to
       // the host: the VMs of the VLAN get it (and the host does not).
-      FloodFromUplink(data, descriptor.len, metadata.hash_value,
+      FloodFromUplink(scatter, length, metadata.hash_value,
                       (metadata.flags & XVIO_META_FLAG_UNKNOWN_UNICAST) != 0
                           ? datapath::FloodClass::kUnknownUnicast
                           : datapath::FloodClass::kBroadcastOrMulticast);
@@ -66,10 +91,10 @@ uint32_t UplinkRelay::ServeUplinkQueue(xsk::Socket& socket) {
     // decides whether the tag stays. XDP steered on (MAC, outer VLAN), so a
     // mismatch here means an FDB change raced the frame.
     FrameEdges edges;
-    uint32_t length = descriptor.len;
-    if (!ReadFrameEdges(
-            std::span(reinterpret_cast<const uint8_t*>(data), std::min(length, kFramePrefixBytes)),
-            edges)) {
+    uint32_t head_length = descriptor.len;
+    if (!ReadFrameEdges(std::span(reinterpret_cast<const uint8_t*>(data),
+                                  std::min(head_length, kFramePrefixBytes)),
+                        edges)) {
       Drop(DropReason::kMalformed);
       continue;
     }
@@ -82,25 +107,37 @@ uint32_t UplinkRelay::ServeUplinkQueue(xsk::Socket& socket) {
     }
     LearnSource(edges.source, ingress.vlan_id, datapath::kUplinkPortId);
     const Retag retag = PlanRetag(edges, ingress, egress, ingress.vlan_id);
-    // Our UMEM frame: the tag changes in place (the metadata, already
-    // read, is the headroom a pushed tag uses).
-    if (!RetagInPlace(retag, data, length, headroom)) {
+    // Our UMEM frame: the tag changes in place in the first buffer (the
+    // metadata, already read, is the headroom a pushed tag uses).
+    if (!RetagInPlace(retag, data, head_length, headroom)) {
       Drop(DropReason::kMalformed);
       continue;
     }
-    segments_[i] = {data, length};
-    pending_[pending++] = {metadata.port_id,
-                           static_cast<uint16_t>(metadata.hash_value % port->active_queue_pairs),
-                           vhost::ReceiveFrame{nullptr, std::span(&segments_[i], 1), length}};
+    length = length - descriptor.len + head_length;
+    segments_[first] = {data, head_length};
+    // Several buffers go to the guest as one frame: EnqueueReceive gathers
+    // them into mergeable buffers (num_buffers) or one large buffer chain.
+    // DATA_VALID (checksums verified here) and the hash report, as the
+    // guest negotiated them (forwarding.h).
+    const bool has_header =
+        BuildUplinkNetHeader(scatter, metadata, port->config.port->device().negotiated_features(),
+                             options_.uplink_header, *offload_, uplink_headers_[first]);
+    pending_[pending++] = {
+        metadata.port_id, static_cast<uint16_t>(metadata.hash_value % port->active_queue_pairs),
+        vhost::ReceiveFrame{has_header ? &uplink_headers_[first] : nullptr, scatter, length}};
   }
-  Increment(uplink_rx_frames_, received);
+  const datapath::OffloadCounters& verified = offload_->counters();
+  rx_checksums_valid_.store(verified.checksums_verified_valid, std::memory_order_relaxed);
+  rx_checksums_invalid_.store(verified.checksums_verified_invalid, std::memory_order_relaxed);
+  rx_checksums_not_checked_.store(verified.checksums_not_checked, std::memory_order_relaxed);
+  Increment(uplink_rx_frames_, frames);
   Increment(uplink_rx_bytes_, bytes);
   DeliverPending(pending, /*local=*/false);
   umem_->ReleaseFrames(std::span<const xdp_desc>(receive_descriptors_, received));
   return received;
 }
 
-void UplinkRelay::DeliverPending(uint32_t count, bool local) {
+void UplinkRelay::Worker::DeliverPending(uint32_t count, bool local) {
   bool grouped[kBurst] = {};
   for (uint32_t first = 0; first < count; ++first) {
     if (grouped[first])
@@ -116,24 +153,33 @@ void UplinkRelay::DeliverPending(uint32_t count, bool local) {
     }
     PortState& port = *port_by_id_[port_id];
     vhost::VirtQueue& receive = port.config.port->receive_queue(queue);
-    vhost::BurstGuard guard(receive);
+    ReceiveQueueGuard guard(receive, guest_notifications_);
     if (!guard) {
-      Drop(DropReason::kPortNotReady, group_size);
+      Drop(guard.busy() ? DropReason::kQueueBusy : DropReason::kPortNotReady, group_size);
       continue;
     }
     // One used-index update and at most one guest interrupt per group.
+    const std::atomic<uint64_t>& too_large = receive.counters().dropped_too_large;
+    const uint64_t too_large_before = too_large.load(std::memory_order_relaxed);
     const uint16_t consumed = receive.EnqueueReceive(std::span(group_, group_size));
+    // A frame larger than every buffer the guest can give (no mergeable
+    // buffers, or fewer than it needs) is consumed by the queue but never
+    // delivered: the relay counts it as frame_too_large, the MTU drop.
+    const auto dropped_too_large =
+        static_cast<uint16_t>(too_large.load(std::memory_order_relaxed) - too_large_before);
+    Drop(DropReason::kFrameTooLarge, dropped_too_large);
     Drop(DropReason::kGuestRingFull, group_size - consumed);
-    Increment(local ? port.from_local_frames : port.from_uplink_frames, consumed);
+    Increment(local ? Counters(port).from_local_frames : Counters(port).from_uplink_frames,
+              consumed - dropped_too_large);
   }
 }
 
-uint32_t UplinkRelay::FloodToPorts(std::span<const uint32_t> targets, uint32_t source_port_id,
-                                   const FrameEdges& edges,
-                                   const datapath::IngressDecision& ingress,
-                                   const vhost::VirtioNetHeader* header,
-                                   std::span<const vhost::HostSegment> segments,
-                                   uint32_t length_bytes, uint32_t hash, bool local) {
+uint32_t UplinkRelay::Worker::FloodToPorts(std::span<const uint32_t> targets,
+                                           uint32_t source_port_id, const FrameEdges& edges,
+                                           const datapath::IngressDecision& ingress,
+                                           const vhost::VirtioNetHeader* header,
+                                           std::span<const vhost::HostSegment> segments,
+                                           uint32_t length_bytes, uint32_t hash, bool local) {
   uint32_t delivered = 0;
   for (uint32_t target_id : targets) {
     if (target_id == source_port_id || target_id >= kMaxPorts)
@@ -162,29 +208,44 @@ uint32_t UplinkRelay::FloodToPorts(std::span<const uint32_t> targets, uint32_t s
     }
     const auto queue = static_cast<uint16_t>(hash % target->active_queue_pairs);
     vhost::VirtQueue& receive = target->config.port->receive_queue(queue);
-    vhost::BurstGuard guard(receive);
+    ReceiveQueueGuard guard(receive, guest_notifications_);
+    if (guard.busy()) {
+      Drop(DropReason::kQueueBusy);
+      continue;
+    }
     if (!guard) {
       // A VM that is not running misses the broadcast, as a switch port
       // that is down would: not a loss of the frame, which went elsewhere.
       Increment(flood_copies_port_down_, 1);
       continue;
     }
+    const std::atomic<uint64_t>& too_large = receive.counters().dropped_too_large;
+    const uint64_t too_large_before = too_large.load(std::memory_order_relaxed);
     if (receive.EnqueueReceive(std::span(&frame, 1)) == 0) {
       Drop(DropReason::kGuestRingFull);
       continue;
     }
-    Increment(local ? target->from_local_frames : target->from_uplink_frames, 1);
+    if (too_large.load(std::memory_order_relaxed) != too_large_before) {
+      Drop(DropReason::kFrameTooLarge);  // a jumbo broadcast for a guest with small buffers
+      continue;
+    }
+    PortCounters& counters = Counters(*target);
+    Increment(local ? counters.from_local_frames : counters.from_uplink_frames, 1);
     ++delivered;
   }
   Increment(flood_copies_to_vms_, delivered);
   return delivered;
 }
 
-void UplinkRelay::FloodFromUplink(std::byte* data, uint32_t length_bytes, uint32_t hash,
-                                  datapath::FloodClass frame_class) {
+void UplinkRelay::Worker::FloodFromUplink(std::span<const vhost::HostSegment> segments,
+                                          uint32_t length_bytes, uint32_t hash,
+                                          datapath::FloodClass frame_class) {
+  // The head (addresses, tag) is in the first buffer: a multi-buffer frame's
+  // first buffer is a whole UMEM frame, a group frame is one buffer.
   FrameEdges edges;
-  if (!ReadFrameEdges(std::span(reinterpret_cast<const uint8_t*>(data),
-                                std::min(length_bytes, kFramePrefixBytes)),
+  if (segments.empty() ||
+      !ReadFrameEdges(std::span(reinterpret_cast<const uint8_t*>(segments[0].data),
+                                std::min(segments[0].length_bytes, kFramePrefixBytes)),
                       edges)) {
     Drop(DropReason::kMalformed);
     return;
@@ -197,12 +258,11 @@ void UplinkRelay::FloodFromUplink(std::byte* data, uint32_t length_bytes, uint32
   LearnSource(edges.source, ingress.vlan_id, datapath::kUplinkPortId);
   // No VM in the VLAN: the frame was for the host only; nothing is lost.
   const datapath::FloodTargets targets = fdb_snapshot_->Flood(ingress.vlan_id, frame_class);
-  const vhost::HostSegment segment{data, length_bytes};
-  FloodToPorts(targets.port_ids, datapath::kUplinkPortId, edges, ingress, nullptr,
-               std::span(&segment, 1), length_bytes, hash, /*local=*/false);
+  FloodToPorts(targets.port_ids, datapath::kUplinkPortId, edges, ingress, nullptr, segments,
+               length_bytes, hash, /*local=*/false);
 }
 
-uint32_t UplinkRelay::ServeGroupFrames() {
+uint32_t UplinkRelay::Worker::ServeGroupFrames() {
   if (group_listener_ == nullptr)
     return 0;
   return group_listener_->Poll(kBurst, [this](GroupFrame& frame) {
@@ -212,7 +272,9 @@ uint32_t UplinkRelay::ServeGroupFrames() {
       Drop(DropReason::kFrameTooLarge);
       return;
     }
-    FloodFromUplink(frame.data, frame.length_bytes, 0, datapath::FloodClass::kBroadcastOrMulticast);
+    const vhost::HostSegment segment{frame.data, frame.length_bytes};
+    FloodFromUplink(std::span(&segment, 1), frame.length_bytes, 0,
+                    datapath::FloodClass::kBroadcastOrMulticast);
   });
 }
 

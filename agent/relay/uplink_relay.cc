@@ -1,10 +1,11 @@
 // UplinkRelay: set-up of steering and AF_XDP sockets, the ports it serves
-// (added and removed while the worker runs) and its statistics. The worker's
+// (added and removed while the workers run) and its statistics. The workers'
 // paths live in uplink_receive.cc, guest_transmit.cc and worker_loop.cc.
 #include "agent/relay/uplink_relay.h"
 
 #include <fcntl.h>
 #include <net/if.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -18,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/relay/relay_counters.h"
+#include "agent/relay/relay_worker.h"
 #include "bpf/xvio_shared.h"
 
 namespace xvio::relay {
@@ -44,6 +46,8 @@ const char* DropReasonName(DropReason reason) {
       return "no_fdb_entry";
     case DropReason::kHairpin:
       return "hairpin";
+    case DropReason::kQueueBusy:
+      return "queue_busy";
     case DropReason::kCount:
       break;
   }
@@ -51,7 +55,7 @@ const char* DropReasonName(DropReason reason) {
 }
 
 UplinkRelay::UplinkRelay(UplinkRelayOptions options)
-    : options_(std::move(options)), ports_(kMaxPorts), port_by_id_(kMaxPorts, nullptr) {}
+    : options_(std::move(options)), ports_(kMaxPorts) {}
 
 absl::StatusOr<std::unique_ptr<UplinkRelay>> UplinkRelay::Create(UplinkRelayOptions options) {
   return Create(std::move(options), SwitchingOptions{});
@@ -61,6 +65,19 @@ absl::StatusOr<std::unique_ptr<UplinkRelay>> UplinkRelay::Create(UplinkRelayOpti
                                                                  SwitchingOptions switching) {
   if (options.queue_count == 0)
     return absl::InvalidArgumentError("uplink queue_count must be at least 1");
+  if (options.worker_cpus.empty())
+    options.worker_cpus.push_back(options.cpu);
+  if (options.worker_cpus.size() > options.queue_count || options.worker_cpus.size() > kMaxWorkers)
+    return absl::InvalidArgumentError(absl::StrCat(
+        options.worker_cpus.size(), " workers for ", options.queue_count, " uplink queues of '",
+        options.interface_name, "': each worker needs a queue of its own (at most ",
+        std::min(options.queue_count, kMaxWorkers), " workers)"));
+  const long cpu_count = sysconf(_SC_NPROCESSORS_CONF);
+  for (int cpu : options.worker_cpus) {
+    if (cpu < -1 || cpu >= CPU_SETSIZE || (cpu_count > 0 && cpu >= cpu_count))
+      return absl::InvalidArgumentError(absl::StrCat("worker CPU ", cpu, " does not exist (",
+                                                     cpu_count, " CPUs; -1: not pinned)"));
+  }
   std::unique_ptr<UplinkRelay> relay(new UplinkRelay(std::move(options)));
   if (absl::Status status = relay->Setup(); !status.ok())
     return status;
@@ -81,9 +98,48 @@ absl::Status UplinkRelay::Setup() {
   if (netns_fd_ < 0)
     return absl::InternalError(
         absl::StrCat("opening our network namespace: ", std::strerror(errno)));
-  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0)
-    return absl::InternalError(absl::StrCat("eventfd: ", std::strerror(errno)));
+  const auto worker_count = static_cast<uint32_t>(options_.worker_cpus.size());
+  for (uint32_t index = 0; index < worker_count; ++index) {
+    workers_.push_back(
+        std::make_unique<Worker>(*this, index, worker_count, options_.worker_cpus[index]));
+    if (workers_.back()->wake_fd_ < 0)
+      return absl::InternalError(absl::StrCat("eventfd: ", std::strerror(errno)));
+  }
+
+  // The interface's MTU bounds what the uplink delivers and what may leave
+  // through it (longer guest frames are counted drops, frame_too_large).
+  {
+    const int probe = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ifreq request{};
+    std::snprintf(request.ifr_name, sizeof(request.ifr_name), "%s", name.c_str());
+    const bool read = probe >= 0 && ioctl(probe, SIOCGIFMTU, &request) == 0;
+    const int error = errno;
+    if (probe >= 0)
+      close(probe);
+    if (!read)
+      return absl::InternalError(absl::StrCat("reading the MTU of uplink '", name,
+                                              "' (SIOCGIFMTU): ", std::strerror(error)));
+    uplink_mtu_bytes_ = static_cast<uint32_t>(request.ifr_mtu);
+  }
+  if (options_.uplink_mtu_bytes > uplink_mtu_bytes_)
+    return absl::InvalidArgumentError(absl::StrCat("uplink_mtu_bytes ", options_.uplink_mtu_bytes,
+                                                   " is above the MTU ", uplink_mtu_bytes_, " of '",
+                                                   name, "': raise the interface's MTU first"));
+  if (uplink_mtu_bytes_ > kMaxUplinkMtuBytes)
+    return absl::InvalidArgumentError(absl::StrCat("the MTU ", uplink_mtu_bytes_, " of '", name,
+                                                   "' is above the ", kMaxUplinkMtuBytes,
+                                                   " bytes the relay supports: lower it"));
+  // Frames of the MTU (plus an Ethernet header and two VLAN tags) that may
+  // not fit one page-sized driver buffer reach XDP in several buffers and
+  // the UMEM as chains of AF_XDP descriptors: the xdp.frags build of the
+  // steering program and XDP_USE_SG sockets (veth refuses a program that is
+  // not frags-aware above an MTU of 3506).
+  // (A caller asking for the frags program gets multi-buffer sockets too.)
+  multi_buffer_ = options_.steering.multi_buffer ||
+                  uplink_mtu_bytes_ + kUplinkL2HeaderMaxBytes > kSingleBufferFrameBytes;
+  options_.steering.multi_buffer = multi_buffer_;
+  if (options_.uplink_mtu_bytes != 0)
+    uplink_mtu_bytes_ = options_.uplink_mtu_bytes;
 
   auto steering = steering::SteeringProgram::Open(options_.steering);
   if (!steering.ok())
@@ -129,50 +185,39 @@ absl::Status UplinkRelay::Setup() {
       return status;
   }
 
-  uplink_mtu_bytes_ = options_.uplink_mtu_bytes;
-  if (uplink_mtu_bytes_ == 0) {
-    const int probe = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    ifreq request{};
-    std::snprintf(request.ifr_name, sizeof(request.ifr_name), "%s", name.c_str());
-    const bool read = probe >= 0 && ioctl(probe, SIOCGIFMTU, &request) == 0;
-    const int error = errno;
-    if (probe >= 0)
-      close(probe);
-    if (!read)
-      return absl::InternalError(absl::StrCat("reading the MTU of uplink '", name,
-                                              "' (SIOCGIFMTU): ", std::strerror(error)));
-    uplink_mtu_bytes_ = static_cast<uint32_t>(request.ifr_mtu);
-  }
-
+  // Each worker has its own UMEM: a UMEM's free pool belongs to one thread.
   // Per queue: fill ring (2 x ring) + RX + TX + completion rings, plus the
   // frames one guest burst may build for transmit (segments included).
   const uint32_t frames_per_queue = 5 * options_.ring_size + kMaxTransmitDescriptors;
-  auto umem = xsk::Umem::Create({.frame_size_bytes = 4096,
-                                 .frame_count = options_.queue_count * frames_per_queue,
-                                 .bind_mode = options_.bind_mode});
-  if (!umem.ok())
-    return umem.status();
-  umem_ = std::move(*umem);
-  // Segments carry the MTU plus an Ethernet header and up to two VLAN tags.
-  const uint32_t largest_segment_bytes = uplink_mtu_bytes_ + 14 + 8;
-  if (largest_segment_bytes > umem_->frame_size_bytes() - umem_->data_offset_bytes())
-    return absl::InvalidArgumentError(
-        absl::StrCat("uplink MTU ", uplink_mtu_bytes_, " does not fit one UMEM frame (",
-                     umem_->frame_size_bytes() - umem_->data_offset_bytes(),
-                     " bytes): set a smaller MTU on '", name, "' or pass uplink_mtu_bytes"));
-  offload_ = std::make_unique<datapath::SoftwareOffload>(uplink_mtu_bytes_);
-  gso_frame_.resize(kMaxGsoFrameBytes);
+  for (auto& worker : workers_) {
+    uint32_t queues = 0;
+    for (uint32_t queue = 0; queue < options_.queue_count; ++queue)
+      queues += queue % worker_count == worker->index_ ? 1 : 0;
+    auto umem = xsk::Umem::Create({.frame_size_bytes = kUmemFrameBytes,
+                                   .frame_count = queues * frames_per_queue,
+                                   .bind_mode = options_.bind_mode,
+                                   .multi_buffer = multi_buffer_});
+    if (!umem.ok())
+      return umem.status();
+    worker->umem_ = std::move(*umem);
+    worker->offload_ = std::make_unique<datapath::SoftwareOffload>(uplink_mtu_bytes_);
+    if (multi_buffer_)
+      worker->jumbo_segments_.resize(size_t{Worker::kMaxJumboSegments} *
+                                     (uplink_mtu_bytes_ + kUplinkL2HeaderMaxBytes));
+  }
   for (uint32_t queue = 0; queue < options_.queue_count; ++queue) {
-    auto socket = xsk::Socket::Create(umem_, {.interface_name = name,
-                                              .queue_id = queue,
-                                              .rx_ring_size = options_.ring_size,
-                                              .tx_ring_size = options_.ring_size});
+    Worker& worker = *workers_[queue % worker_count];
+    auto socket = xsk::Socket::Create(worker.umem_, {.interface_name = name,
+                                                     .queue_id = queue,
+                                                     .rx_ring_size = options_.ring_size,
+                                                     .tx_ring_size = options_.ring_size});
     if (!socket.ok())
       return socket.status();
     // The steering config keeps one socket per queue, so the slot is the queue.
     if (absl::Status status = steering_->SetSocket(queue, (*socket)->fd()); !status.ok())
       return status;
-    sockets_.push_back(std::move(*socket));
+    worker.sockets_.push_back(std::move(*socket));
+    worker.queue_ids_.push_back(queue);
   }
   return absl::OkStatus();
 }
@@ -180,19 +225,23 @@ absl::Status UplinkRelay::Setup() {
 UplinkRelay::~UplinkRelay() {
   stop_.store(true, std::memory_order_release);
   Wake();
-  if (worker_.joinable())
-    worker_.join();
+  for (auto& worker : workers_)
+    worker->Join();
   const bool keep = options_.keep_attached_on_destroy && options_.keep_attached_on_destroy();
   if (steering_ != nullptr) {
-    for (uint32_t queue = 0; queue < sockets_.size(); ++queue)
-      (void)steering_->ClearSocket(queue);
+    for (const auto& worker : workers_) {
+      for (uint32_t queue : worker->queue_ids_)
+        (void)steering_->ClearSocket(queue);
+    }
     // Kept: the ports stay steered, so a restarted relay finds them in place.
     for (const auto& port : ports_) {
       if (port != nullptr && !keep)
         (void)steering_->DeletePort(port->config.mac, 0);
     }
   }
-  sockets_.clear();  // before the program goes, so no frame is redirected to a closed socket
+  // Before the program goes, so no frame is redirected to a closed socket.
+  for (auto& worker : workers_)
+    worker->sockets_.clear();
   if (steering_ != nullptr && keep) {
     steering_->LeaveAttached();
   } else if (steering_ != nullptr) {
@@ -200,12 +249,6 @@ UplinkRelay::~UplinkRelay() {
     if (absl::Status removed = steering_->RemovePins(); !removed.ok())
       std::fprintf(stderr, "xvio-relay: %s\n", removed.ToString().c_str());
   }
-  if (epoll_fd_ >= 0)
-    close(epoll_fd_);
-  for (int fd : wait_fds_)
-    close(fd);
-  if (wake_fd_ >= 0)
-    close(wake_fd_);
   if (netns_fd_ >= 0)
     close(netns_fd_);
 }
@@ -280,6 +323,7 @@ absl::Status UplinkRelay::AddPort(const RelayPort& port) {
     auto state = std::make_unique<PortState>();
     state->config = port;
     state->id = port_id;
+    state->counters = std::make_unique<PortCounters[]>(workers_.size());
     next_port_id_ = (port_id + 1) % kMaxPorts;
     ports_[port_id] = std::move(state);
     version = ports_version_.fetch_add(1, std::memory_order_acq_rel) + 1;
@@ -361,22 +405,24 @@ absl::Status UplinkRelay::RemovePort(vhost::VhostUserPort& port) {
 void UplinkRelay::WaitForWorker(uint64_t version) {
   if (!started_.load(std::memory_order_acquire))
     return;  // no snapshot exists yet; Run() takes the first one
-  while (worker_version_.load(std::memory_order_acquire) < version &&
-         !stop_.load(std::memory_order_acquire)) {
-    Wake();
-    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  for (const auto& worker : workers_) {
+    while (worker->acknowledged_version() < version && !stop_.load(std::memory_order_acquire)) {
+      worker->Wake();
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
   }
 }
 
 void UplinkRelay::Start() {
   if (started_.exchange(true))
     return;
-  worker_ = std::thread([this] { Run(); });
+  for (auto& worker : workers_)
+    worker->Start();
 }
 
 void UplinkRelay::Wake() {
-  if (wake_fd_ >= 0)
-    (void)eventfd_write(wake_fd_, 1);
+  for (auto& worker : workers_)
+    worker->Wake();
 }
 
 RelayStats UplinkRelay::Stats() const {
@@ -385,33 +431,43 @@ RelayStats UplinkRelay::Stats() const {
   stats.adopted = adopted_;
   stats.program_id = steering_ != nullptr ? steering_->attached_program_id() : 0;
   stats.xsks_map_id = steering_ != nullptr ? steering_->xsks_map_id() : 0;
-  stats.zero_copy = !sockets_.empty() && sockets_.front()->zero_copy();
-  stats.uplink_rx_frames = Load(uplink_rx_frames_);
-  stats.uplink_rx_bytes = Load(uplink_rx_bytes_);
-  stats.uplink_tx_frames = Load(uplink_tx_frames_);
-  stats.uplink_tx_bytes = Load(uplink_tx_bytes_);
-  for (size_t i = 0; i < static_cast<size_t>(DropReason::kCount); ++i)
-    stats.drops[i] = Load(drops_[i]);
-  for (size_t i = 0; i < static_cast<size_t>(datapath::OffloadError::kCount); ++i)
-    stats.offload_rejected[i] = Load(offload_rejected_[i]);
-  stats.offload_frames_segmented = Load(offload_frames_segmented_);
-  stats.offload_segments_produced = Load(offload_segments_produced_);
-  stats.offload_checksums_completed = Load(offload_checksums_completed_);
+  stats.zero_copy = workers_.front()->sockets_.front()->zero_copy();
   stats.uplink_mtu_bytes = uplink_mtu_bytes_;
-  stats.polls = Load(polls_);
-  stats.sleeps = Load(sleeps_);
-  stats.wakeups = Load(wakeups_);
-  stats.xsk_syscalls = Load(xsk_syscalls_);
-  // A getsockopt on a socket the worker owns: the fd stays valid for the
-  // relay's lifetime, and the kernel serializes the read.
-  for (const auto& socket : sockets_) {
-    auto kernel = socket->ReadKernelStatistics();
-    if (!kernel.ok())
-      continue;
-    stats.kernel_rx_dropped += kernel->rx_dropped;
-    stats.kernel_rx_ring_full += kernel->rx_ring_full;
-    stats.kernel_fill_ring_empty += kernel->rx_fill_ring_empty_descs;
-    stats.kernel_tx_invalid += kernel->tx_invalid_descs;
+  for (const auto& worker : workers_) {
+    // Counters: relaxed loads of single-writer atomics.
+    stats.uplink_rx_frames += Load(worker->uplink_rx_frames_);
+    stats.uplink_rx_bytes += Load(worker->uplink_rx_bytes_);
+    stats.uplink_tx_frames += Load(worker->uplink_tx_frames_);
+    stats.uplink_tx_bytes += Load(worker->uplink_tx_bytes_);
+    for (size_t i = 0; i < static_cast<size_t>(DropReason::kCount); ++i)
+      stats.drops[i] += Load(worker->drops_[i]);
+    for (size_t i = 0; i < static_cast<size_t>(datapath::OffloadError::kCount); ++i)
+      stats.offload_rejected[i] += Load(worker->offload_rejected_[i]);
+    stats.offload_frames_segmented += Load(worker->offload_frames_segmented_);
+    stats.offload_segments_produced += Load(worker->offload_segments_produced_);
+    stats.offload_checksums_completed += Load(worker->offload_checksums_completed_);
+    stats.rx_checksums_valid += Load(worker->rx_checksums_valid_);
+    stats.rx_checksums_invalid += Load(worker->rx_checksums_invalid_);
+    stats.rx_checksums_not_checked += Load(worker->rx_checksums_not_checked_);
+    const RelayWorkerStats& counters = stats.workers.emplace_back(worker->Stats());
+    stats.polls += counters.polls;
+    stats.busy_polls += counters.busy_polls;
+    stats.sleeps += counters.sleeps;
+    stats.wakeups += counters.wakeups;
+    stats.xsk_syscalls += counters.xsk_syscalls;
+    stats.guest_kicks += counters.guest_kicks;
+    stats.guest_notifications += counters.guest_notifications;
+    // A getsockopt on a socket a worker owns: the fd stays valid for the
+    // relay's lifetime, and the kernel serializes the read.
+    for (const auto& socket : worker->sockets_) {
+      auto kernel = socket->ReadKernelStatistics();
+      if (!kernel.ok())
+        continue;
+      stats.kernel_rx_dropped += kernel->rx_dropped;
+      stats.kernel_rx_ring_full += kernel->rx_ring_full;
+      stats.kernel_fill_ring_empty += kernel->rx_fill_ring_empty_descs;
+      stats.kernel_tx_invalid += kernel->tx_invalid_descs;
+    }
   }
   std::lock_guard lock(ports_mutex_);
   for (const auto& port : ports_) {
@@ -419,18 +475,16 @@ RelayStats UplinkRelay::Stats() const {
       continue;
     RelayPortStats& out = stats.ports.emplace_back();
     out.name = port->config.port->name();
-    out.from_uplink_frames = Load(port->from_uplink_frames);
-    out.from_local_frames = Load(port->from_local_frames);
-    out.to_uplink_frames = Load(port->to_uplink_frames);
-    out.to_local_frames = Load(port->to_local_frames);
+    for (size_t worker = 0; worker < workers_.size(); ++worker) {
+      const PortCounters& counters = port->counters[worker];
+      out.from_uplink_frames += Load(counters.from_uplink_frames);
+      out.from_local_frames += Load(counters.from_local_frames);
+      out.to_uplink_frames += Load(counters.to_uplink_frames);
+      out.to_local_frames += Load(counters.to_local_frames);
+    }
     out.port = port->config.port->Stats();
   }
   return stats;
-}
-
-void UplinkRelay::Drop(DropReason reason, uint64_t frames) {
-  if (frames > 0)
-    Increment(drops_[static_cast<size_t>(reason)], frames);
 }
 
 }  // namespace xvio::relay

@@ -1,7 +1,8 @@
 // The relay between one uplink interface and the VM ports behind it: XDP
-// steers frames for VM MACs into AF_XDP sockets (one per uplink queue, shared
-// UMEM), a worker thread copies them into guest receive queues, and moves
-// guest transmits out through AF_XDP or straight into another local VM.
+// steers frames for VM MACs into AF_XDP sockets (one per uplink queue), worker
+// threads (each owning some uplink queues on its own UMEM, and some guest
+// transmit queues) copy them into guest receive queues, and move guest
+// transmits out through AF_XDP or straight into another local VM.
 #pragma once
 
 #include <atomic>
@@ -45,11 +46,20 @@ struct UplinkRelayOptions {
   // Keep polling this long after the last frame before arming notifications
   // (guest kicks, AF_XDP readability) and sleeping. 0 = sleep at once.
   std::chrono::microseconds idle_poll{200};
-  // Pin the worker to this CPU (-1: no pinning).
+  // Worker threads: one per entry, pinned to that CPU (-1: not pinned). Uplink
+  // queue q is served by worker q % workers, guest transmit queue pair q of
+  // the port with id p by worker (p + q) % workers; guest receive queues take
+  // frames from every worker (docs/relay.md). At most queue_count entries:
+  // each worker owns at least one AF_XDP socket. Empty: one worker on `cpu`.
+  std::vector<int> worker_cpus;
+  // The CPU of the single worker when worker_cpus is empty (-1: no pinning).
   int cpu = -1;
-  // Largest IP datagram a segment of a guest GSO frame may carry on the
-  // uplink. 0: the uplink's MTU, read once at Create (SIOCGIFMTU); a later
-  // MTU change needs a new relay.
+  // Largest IP datagram a guest frame (or a segment of a guest GSO frame)
+  // may carry out of the uplink; longer ones are dropped as
+  // frame_too_large. 0: the uplink's MTU, read once at Create (SIOCGIFMTU);
+  // a later MTU change needs a new relay. At most the interface's MTU, which
+  // also decides whether frames may come in several buffers (above 3498:
+  // the xdp.frags program, XDP_USE_SG, descriptor chains; docs/relay.md).
   uint32_t uplink_mtu_bytes = 0;
   // Attach in skb (generic) mode at once, without trying native mode.
   bool skb_only = false;
@@ -72,6 +82,10 @@ struct UplinkRelayOptions {
   // ports in the steering map and the maps pinned, for the next relay to
   // adopt. False or unset: detach and remove the pins.
   std::function<bool()> keep_attached_on_destroy;
+  // The virtio-net header of uplink frames: checksums verified in software
+  // for guests with GUEST_CSUM (DATA_VALID), the flow hash for guests with
+  // HASH_REPORT (forwarding.h).
+  UplinkHeaderOptions uplink_header;
 };
 
 // Why the relay discarded a frame. Every frame it takes from a ring ends as
@@ -82,12 +96,14 @@ enum class DropReason : uint8_t {
   kPortNotReady,     // destination guest receive queue not running
   kGuestRingFull,    // destination guest receive queue had no buffers
   kOffloadRejected,  // guest GSO/checksum request is invalid (reason in offload_rejected)
-  kFrameTooLarge,    // guest frame larger than one UMEM frame, uplink group frame larger
-                     // than an AF_PACKET ring slot
+  kFrameTooLarge,    // the MTU drop: a guest frame above the uplink's MTU, an uplink
+                     // frame larger than the guest's receive buffers, a group frame
+                     // larger than an AF_PACKET ring slot
   kMalformed,        // frame shorter than its headers (virtio-net, Ethernet, VLAN tag)
   kVlan,             // the frame's VLAN is not carried by the port it came from or goes to
   kNoFdbEntry,       // unknown unicast from a VM and the policy drops it
   kHairpin,          // unicast to a MAC of the port the frame came from
+  kQueueBusy,        // destination guest receive queue stayed locked (ReceiveQueueGuard::kMaxWait)
   kCount,
 };
 const char* DropReasonName(DropReason reason);
@@ -180,6 +196,23 @@ struct RelayPortStats {
   vhost::PortStats port;          // per-queue counters of the vhost-user port
 };
 
+// One worker thread's counters (RelayStats::workers).
+struct RelayWorkerStats {
+  int cpu = -1;                         // pinned to (-1: not pinned)
+  std::vector<uint32_t> uplink_queues;  // the AF_XDP sockets it owns, by uplink queue
+  uint64_t polls = 0;                   // rounds over its queues
+  uint64_t busy_polls = 0;              // ... of those, rounds that moved frames
+  uint64_t sleeps = 0;                  // times it blocked in epoll_wait
+  uint64_t wakeups = 0;                 // sleeps ended by an event (kick, AF_XDP, control)
+  uint64_t eventfd_reads = 0;           // read()s re-arming kick and wake eventfds
+  uint64_t guest_kicks = 0;             // guest kicks consumed (eventfd counts read)
+  uint64_t guest_notifications = 0;     // call eventfd writes (guest interrupts) it made
+  uint64_t xsk_syscalls = 0;            // sendto/recvfrom/poll on its AF_XDP sockets
+  uint64_t uplink_rx_frames = 0;        // frames taken from its AF_XDP sockets
+  uint64_t uplink_tx_frames = 0;        // frames handed to its AF_XDP sockets
+  uint64_t guest_tx_frames = 0;         // frames taken from its guest transmit queues
+};
+
 struct RelayStats {
   steering::AttachResult attach;
   bool adopted = false;      // the program was adopted, not attached by this relay
@@ -198,10 +231,20 @@ struct RelayStats {
   uint64_t offload_segments_produced = 0;    // segments those frames became
   uint64_t offload_checksums_completed = 0;  // NEEDS_CSUM frames (no GSO) finished
   uint32_t uplink_mtu_bytes = 0;             // the MTU segments are cut to
-  uint64_t polls = 0;                        // worker rounds
-  uint64_t sleeps = 0;                       // times the worker blocked in epoll_wait
-  uint64_t wakeups = 0;                      // sleeps ended by an event (kick, AF_XDP, control)
-  uint64_t xsk_syscalls = 0;                 // sendto/recvfrom/poll the AF_XDP sockets made
+  // Checksum verification of uplink frames for GUEST_CSUM guests: marked
+  // DATA_VALID, left unmarked as wrong, or not checkable (not TCP/UDP, a
+  // fragment, UDP/IPv4 without checksum).
+  uint64_t rx_checksums_valid = 0;
+  uint64_t rx_checksums_invalid = 0;
+  uint64_t rx_checksums_not_checked = 0;
+  // Sums over the workers (each one's in `workers`).
+  uint64_t polls = 0;                // worker rounds
+  uint64_t busy_polls = 0;           // rounds that moved frames
+  uint64_t sleeps = 0;               // times a worker blocked in epoll_wait
+  uint64_t wakeups = 0;              // sleeps ended by an event (kick, AF_XDP, control)
+  uint64_t xsk_syscalls = 0;         // sendto/recvfrom/poll the AF_XDP sockets made
+  uint64_t guest_kicks = 0;          // guest kicks consumed
+  uint64_t guest_notifications = 0;  // guest interrupts (call eventfd writes) made
   // Losses the kernel counted before frames reached the relay
   // (XDP_STATISTICS summed over the uplink's sockets).
   uint64_t kernel_rx_dropped = 0;
@@ -209,9 +252,11 @@ struct RelayStats {
   uint64_t kernel_fill_ring_empty = 0;
   uint64_t kernel_tx_invalid = 0;
   std::vector<RelayPortStats> ports;
+  std::vector<RelayWorkerStats> workers;  // by worker index
 };
 
-// One uplink, one worker thread. Control calls (Create, AddPort, RemovePort,
+// One uplink, served by one or more pinned worker threads
+// (UplinkRelayOptions::worker_cpus). Control calls (Create, AddPort, RemovePort,
 // the FDB calls, Start, Stats) may come from any thread; ports can be added
 // and removed while the worker runs. Switching (FDB, VLANs, flooding, the
 // AF_PACKET copy of the uplink's broadcasts) is described in docs/relay.md.
@@ -219,6 +264,8 @@ class UplinkRelay {
  public:
   // Ports served at once (port ids 0..kMaxPorts-1 in the steering map).
   static constexpr uint32_t kMaxPorts = 256;
+  // Worker threads per relay (UplinkRelayOptions::worker_cpus).
+  static constexpr uint32_t kMaxWorkers = 64;
 
   // Loads and attaches the steering program on the uplink, creates the UMEM
   // and one AF_XDP socket per queue, and puts them in the steering xskmap.
@@ -267,45 +314,40 @@ class UplinkRelay {
   // steering map), as the relay's maintenance thread does every
   // maintenance_interval.
   void MaintainFdb();
-  // Starts the worker thread.
+  // Starts the worker threads.
   void Start();
-  // Wakes a sleeping worker (any thread; pass it as the ports' on_change).
+  // Wakes the sleeping workers (any thread; pass it as the ports' on_change).
   void Wake();
 
   const steering::AttachResult& attach_result() const { return attach_result_; }
   RelayStats Stats() const;
 
  private:
-  // A guest-bound frame collected during a burst.
-  struct Pending {
-    uint32_t port_id;
-    uint16_t queue;
-    vhost::ReceiveFrame frame;
-  };
-  struct PortState {
-    RelayPort config;
-    uint32_t id = 0;                  // slot in ports_, the steering map's port_id
-    uint16_t active_queue_pairs = 1;  // receive queues that run, from 0 (at least 1)
-    uint64_t seen_generation = ~uint64_t{0};
+  class Worker;  // relay_worker.h
+
+  // A port's traffic counters as one worker wrote them (single writer;
+  // Stats sums the workers). A cache line each: workers never share one.
+  struct alignas(64) PortCounters {
     std::atomic<uint64_t> from_uplink_frames{0};
     std::atomic<uint64_t> from_local_frames{0};
     std::atomic<uint64_t> to_uplink_frames{0};
     std::atomic<uint64_t> to_local_frames{0};
   };
+  struct PortState {
+    RelayPort config;
+    uint32_t id = 0;  // slot in ports_, the steering map's port_id
+    // Receive queues that run, from 0 (at least 1). Every worker that sees
+    // the device change recomputes it from the same device state.
+    std::atomic<uint16_t> active_queue_pairs{1};
+    std::unique_ptr<PortCounters[]> counters;  // one per worker
+  };
 
   explicit UplinkRelay(UplinkRelayOptions options);
   absl::Status Setup();
   void DetachInOurNamespace();
-  // Returns once the worker runs on a port snapshot of at least `version`
-  // (at once if the worker has not started).
+  // Returns once every worker runs on a port snapshot of at least `version`
+  // (at once if the workers have not started).
   void WaitForWorker(uint64_t version);
-  void Run();
-  uint32_t ServeUplinkQueue(xsk::Socket& socket);
-  uint32_t ServeGuestTransmit(PortState& source, uint16_t queue_pair);
-  // Delivers pending_[0..count) grouped by destination queue, one
-  // EnqueueReceive per group; counts drops. `local` selects the counter.
-  void DeliverPending(uint32_t count, bool local);
-  void Drop(DropReason reason, uint64_t frames = 1);
   // Switching, control side (switching.cc). The *Locked functions need
   // fdb_mutex_.
   absl::Status SetupSwitching(const SwitchingOptions& switching);
@@ -313,87 +355,39 @@ class UplinkRelay {
   static std::vector<uint64_t> PortAddressKeys(const RelayPort& port);
   // Flood sets from the served ports, leaving out `excluded_port_id`.
   void UpdateFloodSetsLocked(uint32_t excluded_port_id);
-  // Publishes FDB changes to the worker, then brings the steering map in
+  // Publishes FDB changes to the workers, then brings the steering map in
   // line (entries for VM ports); the first map error, if any.
   absl::Status PublishLocked();
   absl::Status SyncSteeringLocked();
   std::vector<RelayFdbEntry> FdbEntriesMatching(bool learned_only) const;
-  // Seconds on the relay's monotonic clock (from 1).
+  // Seconds on the relay's monotonic clock (from 1), now or at `time`.
   uint32_t NowSeconds() const;
-  // Switching, worker side.
-  // Delivers one frame to every VM in `targets` except `source_port_id`,
-  // re-tagged per target. `header` may be nullptr. Returns copies delivered.
-  uint32_t FloodToPorts(std::span<const uint32_t> targets, uint32_t source_port_id,
-                        const FrameEdges& edges, const datapath::IngressDecision& ingress,
-                        const vhost::VirtioNetHeader* header,
-                        std::span<const vhost::HostSegment> segments, uint32_t length_bytes,
-                        uint32_t hash, bool local);
-  // Floods a frame from the uplink (ours to read; the AF_PACKET copy or a
-  // frame XDP redirected by policy) to the VMs of its VLAN.
-  void FloodFromUplink(std::byte* data, uint32_t length_bytes, uint32_t hash,
-                       datapath::FloodClass frame_class);
-  // Group frames the uplink's host stack received (AF_PACKET copy).
-  uint32_t ServeGroupFrames();
-  // Learns `source` in `vlan_id` on `port_id`, skipping a repeat of the
-  // previous call's source (bursts mostly come from one address).
-  void LearnSource(const uint8_t* source, uint16_t vlan_id, uint32_t port_id);
-  // Picks up added/removed ports and ring changes, once per round.
-  void RefreshPorts();
-  void RebuildWaitSet();
-  bool ArmNotifications();
-  void DisarmNotifications();
-  void Sleep();
+  uint32_t SecondsAt(std::chrono::steady_clock::time_point time) const;
 
   UplinkRelayOptions options_;
   std::unique_ptr<steering::SteeringProgram> steering_;
   steering::AttachResult attach_result_;
   bool adopted_ = false;  // Setup took over a program a previous relay left attached
-  std::shared_ptr<xsk::Umem> umem_;
-  std::vector<std::unique_ptr<xsk::Socket>> sockets_;
 
   // Control side: ports by id (nullptr = free slot), guarded by ports_mutex_;
-  // every change bumps ports_version_, and the worker acknowledges the
-  // version it took its snapshot from in worker_version_.
+  // every change bumps ports_version_, and each worker acknowledges the
+  // version it took its snapshot from.
   std::mutex control_mutex_;  // serializes AddPort/RemovePort (and their map updates)
   mutable std::mutex ports_mutex_;
   std::vector<std::unique_ptr<PortState>> ports_;
   std::atomic<uint64_t> ports_version_{0};
-  std::atomic<uint64_t> worker_version_{0};
   uint32_t next_port_id_ = 0;  // where AddPort starts looking for a free id
 
   std::atomic<bool> started_{false};
   std::atomic<bool> stop_{false};
-  std::thread worker_;
-  int wake_fd_ = -1;
-  int epoll_fd_ = -1;
   int netns_fd_ = -1;  // the namespace of the uplink (where Create ran)
+  uint32_t uplink_mtu_bytes_ = 0;
+  // The MTU needs multi-buffer frames: the xdp.frags program, XDP_USE_SG
+  // sockets, descriptor chains (Setup).
+  bool multi_buffer_ = false;
 
-  // Worker counters: single writer, relaxed loads by Stats().
-  std::atomic<uint64_t> uplink_rx_frames_{0};
-  std::atomic<uint64_t> uplink_rx_bytes_{0};
-  std::atomic<uint64_t> uplink_tx_frames_{0};
-  std::atomic<uint64_t> uplink_tx_bytes_{0};
-  std::atomic<uint64_t> drops_[static_cast<size_t>(DropReason::kCount)] = {};
-  std::atomic<uint64_t> offload_rejected_[static_cast<size_t>(datapath::OffloadError::kCount)] = {};
-  std::atomic<uint64_t> offload_frames_segmented_{0};
-  std::atomic<uint64_t> offload_segments_produced_{0};
-  std::atomic<uint64_t> offload_checksums_completed_{0};
-  std::atomic<uint64_t> polls_{0};
-  std::atomic<uint64_t> sleeps_{0};
-  std::atomic<uint64_t> wakeups_{0};
-  std::atomic<uint64_t> xsk_syscalls_{0};  // snapshot of the sockets' syscall counters
-
-  // Worker-private: the port snapshot (by id, and the served ones in a list).
-  uint64_t seen_ports_version_ = ~uint64_t{0};
-  std::vector<PortState*> port_by_id_;
-  std::vector<PortState*> active_ports_;
-  // Worker-private scratch, sized once.
-  static constexpr uint32_t kBurst = vhost::TransmitBurst::kMaxFrames;
-  // Uplink descriptors a round may leave unkicked while guests have more
-  // bursts queued (8 bursts: ~0.004 sendto() per frame at saturation).
-  static constexpr uint32_t kTransmitKickFrames = 8 * kBurst;
-  // Segments one guest GSO frame may become (64 KiB at an MSS of 256); a
-  // frame needing more is rejected as too_many_segments.
+  // Worker scratch limits. Segments one guest GSO frame may become (64 KiB
+  // at an MSS of 256); a frame needing more is rejected as too_many_segments.
   static constexpr uint32_t kMaxSegmentsPerFrame = 256;
   // Uplink frames one guest transmit burst may build; a frame that does not
   // fit waits in the guest ring for the next round.
@@ -401,21 +395,18 @@ class UplinkRelay {
   // A guest GSO frame is copied here before segmentation: the guest can
   // rewrite its buffers while we parse them, our copy it cannot.
   static constexpr uint32_t kMaxGsoFrameBytes = 65536 + 256;
-  xdp_desc receive_descriptors_[kBurst];
-  xdp_desc transmit_descriptors_[kMaxTransmitDescriptors];
-  uint64_t transmit_frames_[kMaxTransmitDescriptors];
-  std::unique_ptr<datapath::SoftwareOffload> offload_;  // the worker's, built in Setup
-  uint32_t uplink_mtu_bytes_ = 0;
-  std::vector<uint8_t> gso_frame_;  // kMaxGsoFrameBytes, allocated once
-  std::span<uint8_t> segment_outputs_[kMaxSegmentsPerFrame];
-  uint32_t segment_lengths_[kMaxSegmentsPerFrame];
-  vhost::HostSegment segments_[kBurst];
-  Pending pending_[kBurst];
-  vhost::ReceiveFrame group_[kBurst];
-  vhost::TransmitBurst transmit_burst_;
-  std::vector<int> wait_fds_;  // our dups of kick fds
-  uint64_t wait_set_key_ = ~uint64_t{0};
-  bool wait_needs_timeout_ = false;
+  // UMEM frame size; a frame longer than one holds (3840 bytes of packet)
+  // is a chain of descriptors.
+  static constexpr uint32_t kUmemFrameBytes = 4096;
+  // The largest frame a driver keeps in one 4 KiB page with XDP: the page
+  // less XDP's 256-byte headroom and the 320-byte skb_shared_info (veth's
+  // limit; mlx5 and others are alike). Longer frames may come in fragments.
+  static constexpr uint32_t kSingleBufferFrameBytes = 4096 - 256 - 320;
+  // Ethernet header and up to two VLAN tags on top of the MTU.
+  static constexpr uint32_t kUplinkL2HeaderMaxBytes = 14 + 8;
+  // Largest uplink MTU served (common jumbo limit; a frame is then at most
+  // three descriptors).
+  static constexpr uint32_t kMaxUplinkMtuBytes = 9216;
 
   // Switching. Control side, guarded by fdb_mutex_ (taken after
   // control_mutex_, before ports_mutex_).
@@ -433,27 +424,11 @@ class UplinkRelay {
   uint64_t steering_update_errors_ = 0;
   uint64_t group_frames_kernel_dropped_ = 0;
   const std::chrono::steady_clock::time_point clock_origin_ = std::chrono::steady_clock::now();
-  // Worker side: its FDB handle (before fdb_ goes), the snapshot it reads
-  // during a round, the clock of the round, and what the uplink carries.
-  std::unique_ptr<datapath::FdbReader> fdb_reader_;
-  const datapath::FdbSnapshot* fdb_snapshot_ = nullptr;
-  uint32_t now_seconds_ = 1;
-  uint64_t last_learned_key_ = 0;
-  uint32_t last_learned_port_ = 0;
-  uint32_t last_learned_seconds_ = 0;
-  const datapath::VlanPolicy uplink_vlan_ = datapath::VlanPolicy::UplinkAllVlans();
-  std::unique_ptr<GroupFrameListener> group_listener_;
-  Retag retags_[kBurst];
-  vhost::VirtioNetHeader shifted_headers_[kBurst];
-  std::vector<vhost::HostSegment> retag_segments_;  // for re-tagged local frames of a burst
-  std::vector<vhost::HostSegment> flood_segments_;  // one flood copy
-  std::atomic<uint64_t> flooded_from_vms_{0};
-  std::atomic<uint64_t> flood_copies_to_vms_{0};
-  std::atomic<uint64_t> flood_copies_port_down_{0};
-  std::atomic<uint64_t> group_frames_from_uplink_{0};
-  std::atomic<uint64_t> group_frames_truncated_{0};
+  std::unique_ptr<GroupFrameListener> group_listener_;  // served by worker 0
+  // The workers (their FDB readers go before fdb_, as the Fdb requires).
+  std::vector<std::unique_ptr<Worker>> workers_;
   // Last members: destroyed first, after the destructor's body stopped the
-  // worker. The maintenance thread stops, then learned entries leave the
+  // workers. The maintenance thread stops, then learned entries leave the
   // steering map (they are meaningless to a relay that adopts the maps).
   struct OnDestroy {
     std::function<void()> run;

@@ -349,6 +349,8 @@ struct UplinkFlags {
   bool no_symmetric = false;
   std::string broadcast;
   std::string unknown_unicast;
+  std::string rx_checksum;
+  uint32_t fdb_ageing_seconds = 0;
   bool allow_missing = false;
   uint64_t expected_generation = 0;
   int32_t page_size = 0;
@@ -371,6 +373,10 @@ void AddUplinkSpecFlags(CLI::App* command, UplinkFlags& flags, bool update) {
   }
   command->add_option("--broadcast", flags.broadcast, "flood, pass-to-host or drop");
   command->add_option("--unknown-unicast", flags.unknown_unicast, "pass-to-host, drop or flood");
+  command->add_option("--rx-checksum", flags.rx_checksum,
+                      "verify (DATA_VALID for guests with GUEST_CSUM) or guest-verifies");
+  command->add_option("--fdb-ageing-seconds", flags.fdb_ageing_seconds,
+                      "Forget learned MACs unused this long (1-1000000; 0: 300)");
 }
 
 void ApplyUplinkFlags(const UplinkFlags& flags, v1::UplinkSpec& spec) {
@@ -413,6 +419,12 @@ void ApplyUplinkFlags(const UplinkFlags& flags, v1::UplinkSpec& spec) {
     spec.set_unknown_unicast_policy(ParseEnum<v1::UnknownUnicastPolicy>(
         v1::UnknownUnicastPolicy_descriptor(), flags.unknown_unicast, "--unknown-unicast"));
   }
+  if (given("--rx-checksum")) {
+    spec.set_rx_checksum_policy(ParseEnum<v1::RxChecksumPolicy>(
+        v1::RxChecksumPolicy_descriptor(), flags.rx_checksum, "--rx-checksum"));
+  }
+  if (given("--fdb-ageing-seconds"))
+    spec.set_fdb_ageing_seconds(flags.fdb_ageing_seconds);
 }
 
 int PrintUplink(Client& client, const v1::Uplink& uplink) {

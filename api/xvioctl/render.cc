@@ -189,6 +189,9 @@ std::string UplinkDetails(const v1::Uplink& uplink) {
       {"broadcast", ShortEnumName(v1::BroadcastPolicy_descriptor(), spec.broadcast_policy())});
   table.Add({"unknown unicast",
              ShortEnumName(v1::UnknownUnicastPolicy_descriptor(), spec.unknown_unicast_policy())});
+  table.Add(
+      {"rx checksum", ShortEnumName(v1::RxChecksumPolicy_descriptor(), spec.rx_checksum_policy())});
+  table.Add({"fdb ageing", absl::StrCat(spec.fdb_ageing_seconds(), " s")});
   table.Add({"generation", absl::StrCat(uplink.meta().generation())});
   table.Add({"created", Time(uplink.meta().create_time())});
   table.Add({"updated", Time(uplink.meta().update_time())});

@@ -11,10 +11,13 @@
 
 #include <array>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <stdexcept>
 
+#include "agent/steering/toeplitz.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -25,6 +28,11 @@
 #ifndef XVIOCTL_BINARY
 #error "XVIOCTL_BINARY must name the xvioctl executable"
 #endif
+// tests/bench/frontend's vhost_bench_frontend; empty when the benchmarks are
+// not built (XVIO_BUILD_BENCH=OFF), and the test that needs it skips.
+#ifndef XVIO_BENCH_FRONTEND_BINARY
+#define XVIO_BENCH_FRONTEND_BINARY ""
+#endif
 
 namespace xvio::control {
 namespace {
@@ -32,7 +40,9 @@ namespace {
 using ::testing::Contains;
 using ::testing::HasSubstr;
 using xvio::testing::AgentLab;
+using xvio::testing::BackgroundProcess;
 using xvio::testing::ChildAgent;
+using xvio::testing::PacedSender;
 using xvio::testing::ProcessResult;
 using xvio::testing::TestpmdOptions;
 using xvio::testing::TestpmdProcess;
@@ -471,6 +481,368 @@ TEST_F(AgentDatapathTest, ExitPolicyKeepsOrDetachesTheSteering) {
       EXPECT_FALSE(std::filesystem::exists(lab_->pin_dir() + "/uplink0"));
     }
   }
+}
+
+// A traffic block's drop map (empty when the JSON has none).
+nlohmann::json Drops(const nlohmann::json& counters) {
+  return counters.contains("drops") ? counters["drops"] : nlohmann::json::object();
+}
+
+// The sum of a traffic block's drop counters.
+uint64_t DropTotal(const nlohmann::json& counters) {
+  uint64_t total = 0;
+  if (counters.contains("drops")) {
+    for (const auto& [reason, count] : counters["drops"].items())
+      total += std::stoull(count.get<std::string>());
+  }
+  return total;
+}
+
+// The uplink's switching and offload knobs from the API reach its relay: a
+// one-second FDB ageing time makes a learned MAC leave the FDB (and the
+// steering map) soon after its VM falls silent, where the default (300 s)
+// would keep it; out-of-range values are refused with the field named.
+TEST_F(AgentDatapathTest, UplinkFdbAgeingAndChecksumPolicyComeFromTheApi) {
+  agent_ = lab_->NewAgent({"--on-exit", "detach"});
+  ASSERT_TRUE(agent_->Start()) << agent_->Log();
+  ProcessResult refused = Xvioctl(
+      {"uplink", "create", "up0", "--interface", "uplink0", "--fdb-ageing-seconds", "1000001"});
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_THAT(refused.err, HasSubstr("uplink.spec.fdb_ageing_seconds: 1000001 is out of range"));
+  nlohmann::json uplink =
+      XvioctlJson({"uplink", "create", "up0", "--interface", "uplink0", "--fdb-ageing-seconds", "1",
+                   "--rx-checksum", "guest-verifies"});
+  EXPECT_EQ(uplink["spec"]["fdb_ageing_seconds"], 1) << uplink.dump(2);
+  EXPECT_EQ(uplink["spec"]["rx_checksum_policy"], "RX_CHECKSUM_POLICY_GUEST_VERIFIES");
+  ASSERT_EQ(uplink["status"]["datapath"]["state"], "DATAPATH_STATE_READY") << uplink.dump(2);
+  ProcessResult created =
+      Xvioctl({"port", "create", "vm0", "--socket", "vm0.sock", "--uplink", "up0"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  auto vm = StartVm((lab_->dir() / "run/vm0.sock").string());
+  ASSERT_TRUE(WaitFor([&] {
+    return XvioctlJson({"port", "get", "vm0"})["status"].value("active_queue_pairs", 0) == 1;
+  }));
+  vm->Command("set fwd txonly");
+  vm->Command(std::string("set eth-peer 0 ") + AgentLab::kHostMac);
+  vm->Command("start");
+  const auto learned = [&] {
+    const nlohmann::json entries = XvioctlJson({"fdb", "list", "--type", "learned"});
+    return entries.contains("entries") ? entries["entries"].size() : size_t{0};
+  };
+  EXPECT_TRUE(WaitFor([&] { return learned() == 1; }));
+  vm->Command("stop");
+  // Learning keeps one-second timestamps, so the entry goes 1-2 s after the
+  // last frame; with the default ageing time it would stay for minutes.
+  EXPECT_TRUE(WaitFor([&] { return learned() == 0; }, std::chrono::seconds(8)))
+      << "the learned MAC did not age out with a 1 s ageing time";
+}
+
+// A port created with --hash-report and a guest that negotiates HASH_REPORT
+// and GUEST_CSUM (the in-repo front-end: DPDK's virtio PMD negotiates no
+// HASH_REPORT): through the real agent, each uplink frame's header carries
+// the uplink's Toeplitz hash (UDPv4 type) and DATA_VALID exactly when its
+// checksum is good; after `uplink update --rx-checksum guest-verifies` the
+// recreated relay marks nothing and the hash still arrives.
+TEST_F(AgentDatapathTest, HashReportAndChecksumPolicyReachTheGuestThroughTheAgent) {
+  if (std::string(XVIO_BENCH_FRONTEND_BINARY).empty())
+    GTEST_SKIP() << "vhost_bench_frontend is not built (XVIO_BUILD_BENCH=OFF)";
+  agent_ = lab_->NewAgent({"--on-exit", "detach"});
+  ASSERT_TRUE(agent_->Start()) << agent_->Log();
+  nlohmann::json uplink = XvioctlJson({"uplink", "create", "up0", "--interface", "uplink0"});
+  ASSERT_EQ(uplink["status"]["datapath"]["state"], "DATAPATH_STATE_READY") << uplink.dump(2);
+  EXPECT_EQ(uplink["spec"]["rx_checksum_policy"], "RX_CHECKSUM_POLICY_VERIFY");
+  ProcessResult created = Xvioctl({"port", "create", "vm0", "--socket", "vm0.sock", "--mac", kVmMac,
+                                   "--uplink", "up0", "--hash-report"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  const std::string header_log = (lab_->dir() / "headers.log").string();
+  BackgroundProcess vm({XVIO_BENCH_FRONTEND_BINARY, "--mode", "sink", "--socket",
+                        (lab_->dir() / "run/vm0.sock").string(), "--queue-size", "256",
+                        "--guest-features", "csum,hash-report", "--header-log", header_log},
+                       (lab_->dir() / "frontend.log").string());
+  nlohmann::json port;
+  ASSERT_TRUE(WaitFor([&] {
+    port = XvioctlJson({"port", "get", "vm0"});
+    return port["status"].value("active_queue_pairs", 0) == 1;
+  })) << port.dump(2);
+  EXPECT_THAT(port["status"]["negotiated_features"], Contains("HASH_REPORT"));
+  EXPECT_THAT(port["status"]["negotiated_features"], Contains("GUEST_CSUM"));
+
+  // One flow (source port 4242) from the lab host, good and corrupted.
+  const auto expected_hash = steering::ToeplitzHash(
+      steering::kMicrosoftRssKey,
+      steering::ToeplitzInputIpv4(0x0a630001, 0x0a630032, 4242, 4789));  // 10.99.0.1 -> .50
+  const auto send = [&](int good, int bad) {
+    const int fd = lab_->OpenHostPacketSocket();
+    sockaddr_ll address{};
+    address.sll_family = AF_PACKET;
+    {
+      xvio::testing::ScopedNetns inside(lab_->host_ns());
+      address.sll_ifindex = static_cast<int>(if_nametoindex("peer0"));
+    }
+    address.sll_halen = 6;
+    for (int i = 0; i < good + bad; ++i) {
+      auto frame = FrameToVm(4242);
+      if (i >= good)
+        frame.back() ^= 0x01;
+      EXPECT_EQ(sendto(fd, frame.data(), frame.size(), 0, reinterpret_cast<sockaddr*>(&address),
+                       sizeof(address)),
+                static_cast<ssize_t>(frame.size()));
+    }
+    close(fd);
+  };
+  const auto header_lines = [&] {
+    std::vector<std::string> lines;
+    std::ifstream file(header_log);
+    for (std::string line; std::getline(file, line);)
+      lines.push_back(line);
+    return lines;
+  };
+  char hash_text[64];
+  std::snprintf(hash_text, sizeof hash_text, "hash_report=3 hash_value=0x%08x", expected_hash);
+  const std::string marked = std::string("flags=2 ") + hash_text;
+  const std::string unmarked = std::string("flags=0 ") + hash_text;
+
+  send(3, 1);
+  std::vector<std::string> lines;
+  ASSERT_TRUE(WaitFor([&] { return (lines = header_lines()).size() >= 4; })) << lines.size();
+  EXPECT_EQ(lines, std::vector<std::string>({marked, marked, marked, unmarked}));
+
+  // The policy from the API: a new relay that leaves checking to the guest.
+  uplink = XvioctlJson({"uplink", "update", "up0", "--rx-checksum", "guest-verifies"});
+  ASSERT_EQ(uplink["status"]["datapath"]["state"], "DATAPATH_STATE_READY") << uplink.dump(2);
+  ASSERT_TRUE(WaitFor([&] {
+    port = XvioctlJson({"port", "get", "vm0"});
+    return port["status"]["datapath"]["state"] == "DATAPATH_STATE_READY" &&
+           port["status"].value("active_queue_pairs", 0) == 1;
+  })) << port.dump(2);
+  send(2, 0);
+  ASSERT_TRUE(WaitFor([&] { return (lines = header_lines()).size() >= 6; })) << lines.size();
+  EXPECT_EQ(lines.size(), 6u);
+  EXPECT_EQ(lines[4], unmarked);
+  EXPECT_EQ(lines[5], unmarked);
+}
+
+// Issue 6: a VM that disconnects and reconnects mid-traffic. The lab host
+// sends to the VM at a steady pace while the VM (testpmd, macswap) is killed
+// and a new one connects to the same port. Every frame the lab host sent is
+// accounted for: delivered to a guest's ring or dropped under a named reason
+// (the gap shows as port_not_ready, and, while the new VM has not started
+// forwarding, guest_ring_full); none vanishes. Then a fresh batch makes the
+// round trip with exact counts.
+TEST_F(AgentDatapathTest, VmThatReconnectsMidTrafficLosesNothingSilently) {
+  agent_ = lab_->NewAgent({"--on-exit", "detach", "--uplink", "uplink0"});
+  ASSERT_TRUE(agent_->Start()) << agent_->Log();
+  ProcessResult created = Xvioctl(
+      {"port", "create", "vm0", "--socket", "vm0.sock", "--mac", kVmMac, "--uplink", "uplink0"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  const std::string socket = (lab_->dir() / "run/vm0.sock").string();
+  const auto await_ready = [&](uint64_t connections) {
+    nlohmann::json port;
+    EXPECT_TRUE(WaitFor([&] {
+      port = XvioctlJson({"port", "get", "vm0"});
+      return port["status"].value("frontend_connected", false) &&
+             port["status"].value("active_queue_pairs", 0) == 1 &&
+             port["status"]["datapath"]["state"] == "DATAPATH_STATE_READY";
+    })) << port.dump(2)
+        << " (connection " << connections << ")";
+  };
+  auto vm = StartVm(socket);
+  await_ready(1);
+  vm->Command("start");
+
+  // ~5000 frames/s, each a flow of its own.
+  PacedSender traffic(*lab_, kVmMacBytes, kHostMacBytes, std::chrono::microseconds(200));
+  const auto port_counters = [&] { return XvioctlJson({"stats"})["ports"][0]["total"]; };
+  // Traffic reaches the first VM...
+  ASSERT_TRUE(WaitFor([&] { return Counter(port_counters(), "tx_frames") >= 500; }))
+      << XvioctlJson({"stats"}).dump(2);
+  // ...which dies without a goodbye, as a crashed QEMU would.
+  vm->Kill();
+  nlohmann::json port;
+  ASSERT_TRUE(WaitFor([&] {
+    port = XvioctlJson({"port", "get", "vm0"});
+    return !port["status"].value("frontend_connected", true);
+  })) << port.dump(2);
+  // Frames keep coming while no VM is there: they are counted as dropped.
+  ASSERT_TRUE(WaitFor([&] {
+    const nlohmann::json stats = XvioctlJson({"stats"});
+    return Counter(Drops(stats["uplinks"][0]["total"]), "port_not_ready") >= 200;
+  })) << XvioctlJson({"stats"}).dump(2);
+  // A new VM connects to the same socket; traffic flows on into it.
+  vm = StartVm(socket);
+  await_ready(2);
+  vm->Command("start");
+  const uint64_t delivered_before = Counter(port_counters(), "tx_frames");
+  ASSERT_TRUE(WaitFor([&] {
+    return Counter(port_counters(), "tx_frames") >= delivered_before + 500;
+  })) << XvioctlJson({"stats"}).dump(2);
+  traffic.Stop();
+  EXPECT_EQ(traffic.errors(), 0u);
+  const uint64_t offered = traffic.sent();
+
+  // offered = delivered + counted drops, once the last frames are through.
+  nlohmann::json stats;
+  // Delivered: the guest receive ring took it (port tx_frames); dropped:
+  // one of the uplink's reasons (relay and kernel), or the receive queue's
+  // own (too large for the guest's buffers, offload not negotiated).
+  const auto accounted = [&] {
+    const nlohmann::json& port = stats["ports"][0]["total"];
+    return Counter(port, "tx_frames") + DropTotal(stats["uplinks"][0]["total"]) +
+           Counter(Drops(port), "frame_too_large") + Counter(Drops(port), "offload_not_negotiated");
+  };
+  EXPECT_TRUE(WaitFor([&] {
+    stats = XvioctlJson({"stats"});
+    return accounted() >= offered;
+  })) << stats.dump(2);
+  const nlohmann::json& uplink = stats["uplinks"][0]["total"];
+  const nlohmann::json drops = Drops(uplink);
+  EXPECT_EQ(accounted(), offered) << stats.dump(2);
+  // What reached the relay went to the guest or a named relay drop; what did
+  // not, the kernel counted (AF_XDP ring full / no fill buffer).
+  EXPECT_EQ(Counter(uplink, "rx_frames") + Counter(drops, "kernel_rx_dropped") +
+                Counter(drops, "kernel_rx_ring_full"),
+            offered)
+      << stats.dump(2);
+  EXPECT_GE(Counter(drops, "port_not_ready"), 200u) << "the gap was not counted as such";
+  EXPECT_EQ(Counter(drops, "unknown_port") + Counter(drops, "bad_metadata"), 0u) << stats.dump(2);
+  nlohmann::json info = XvioctlJson({"port", "get", "vm0"});
+  EXPECT_EQ(info["status"]["datapath"]["state"], "DATAPATH_STATE_READY") << info.dump(2);
+
+  // A fresh batch after the reconnect: every frame makes the round trip, and
+  // the counters move by exactly that much, with no new drop.
+  const nlohmann::json before = XvioctlJson({"stats"});
+  constexpr uint32_t kFrames = 512;
+  const uint64_t host_base = lab_->HostReceivedFrames();
+  SendToVmAndAwaitEchoes(kFrames);
+  EXPECT_EQ(lab_->HostReceivedFrames() - host_base, kFrames);
+  nlohmann::json after;
+  ASSERT_TRUE(WaitFor([&] {
+    after = XvioctlJson({"stats"});
+    return Counter(after["ports"][0]["total"], "rx_frames") >=
+           Counter(before["ports"][0]["total"], "rx_frames") + kFrames;
+  })) << after.dump(2);
+  vm->Command("stop");
+  for (const char* counter : {"tx_frames", "rx_frames"}) {
+    EXPECT_EQ(Counter(after["ports"][0]["total"], counter) -
+                  Counter(before["ports"][0]["total"], counter),
+              kFrames)
+        << counter;
+  }
+  EXPECT_EQ(Counter(after["uplinks"][0]["total"], "rx_frames") -
+                Counter(before["uplinks"][0]["total"], "rx_frames"),
+            kFrames);
+  EXPECT_EQ(DropTotal(after["uplinks"][0]["total"]), DropTotal(before["uplinks"][0]["total"]))
+      << after.dump(2);
+}
+
+// Issue 6: 64 ports connected at once. 64 ports created with xvioctl, one
+// front-end process holding all 64 connections (tests/bench/frontend's
+// vhost_bench_frontend in idle mode: rings up, receive buffers posted, frames
+// counted per port), all READY in `xvioctl port list`; then port i gets
+// 1 + i % 3 frames to its MAC, and exactly those arrive at its front-end.
+TEST_F(AgentDatapathTest, SixtyFourPortsConnectAtOnceAndEachGetsItsOwnFrames) {
+  if (std::string(XVIO_BENCH_FRONTEND_BINARY).empty())
+    GTEST_SKIP() << "vhost_bench_frontend is not built (XVIO_BUILD_BENCH=OFF)";
+  constexpr int kPorts = 64;
+  agent_ = lab_->NewAgent({"--on-exit", "detach", "--uplink", "uplink0"});
+  ASSERT_TRUE(agent_->Start()) << agent_->Log();
+  const auto name_of = [](int index) {
+    char name[8];
+    std::snprintf(name, sizeof name, "vm%02d", index);
+    return std::string(name);
+  };
+  const auto mac_of = [](int index) {
+    return std::array<uint8_t, 6>{0x02, 0, 0, 0, 0x40, static_cast<uint8_t>(index)};
+  };
+  std::vector<std::string> frontend = {XVIO_BENCH_FRONTEND_BINARY,
+                                       "--mode",
+                                       "idle",
+                                       "--queue-size",
+                                       "256",
+                                       "--stats-file",
+                                       (lab_->dir() / "frontend.stats").string()};
+  for (int i = 0; i < kPorts; ++i) {
+    char mac[18];
+    std::snprintf(mac, sizeof mac, "02:00:00:00:40:%02x", i);
+    ProcessResult created = Xvioctl({"port", "create", name_of(i), "--socket", name_of(i) + ".sock",
+                                     "--mac", mac, "--uplink", "uplink0"});
+    ASSERT_EQ(created.exit_code, 0) << name_of(i) << ": " << created.err;
+    frontend.push_back("--socket");
+    frontend.push_back((lab_->dir() / "run" / (name_of(i) + ".sock")).string());
+  }
+  BackgroundProcess vms(frontend, (lab_->dir() / "frontend.log").string());
+
+  nlohmann::json list;
+  const auto ready_ports = [&] {
+    int ready = 0;
+    if (list.contains("ports")) {
+      for (const auto& port : list["ports"]) {
+        ready += port["status"]["datapath"]["state"] == "DATAPATH_STATE_READY" &&
+                 port["status"].value("frontend_connected", false) &&
+                 port["status"].value("active_queue_pairs", 0) == 1;
+      }
+    }
+    return ready;
+  };
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        list = XvioctlJson({"port", "list"});
+        return ready_ports() == kPorts;
+      },
+      std::chrono::seconds(30)))
+      << ready_ports() << " of " << kPorts << " ports ready\n"
+      << list.dump(2);
+  ASSERT_TRUE(vms.Running());
+
+  // Frames to each MAC, in rounds so no port gets two in a row.
+  const int fd = lab_->OpenHostPacketSocket();
+  sockaddr_ll address{};
+  address.sll_family = AF_PACKET;
+  {
+    xvio::testing::ScopedNetns inside(lab_->host_ns());
+    address.sll_ifindex = static_cast<int>(if_nametoindex("peer0"));
+  }
+  address.sll_halen = 6;
+  uint64_t total = 0;
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < kPorts; ++i) {
+      if (round >= 1 + i % 3)
+        continue;
+      const auto frame =
+          xvio::testing::LabUdpFrame(mac_of(i), kHostMacBytes, static_cast<uint16_t>(1000 + i));
+      ASSERT_EQ(sendto(fd, frame.data(), frame.size(), 0, reinterpret_cast<sockaddr*>(&address),
+                       sizeof(address)),
+                static_cast<ssize_t>(frame.size()))
+          << "sendto: " << std::strerror(errno);
+      ++total;
+    }
+  }
+  close(fd);
+  const std::string stats_path = (lab_->dir() / "frontend.stats").string();
+  const auto received = [&](int i) {
+    const auto stats = xvio::testing::ReadKeyValueFile(stats_path);
+    const auto it = stats.find("port" + std::to_string(i) + ".rx_frames");
+    return it == stats.end() ? uint64_t{0} : std::stoull(it->second);
+  };
+  EXPECT_TRUE(WaitFor([&] {
+    uint64_t sum = 0;
+    for (int i = 0; i < kPorts; ++i)
+      sum += received(i);
+    return sum >= total;
+  })) << "front-ends: "
+      << xvio::testing::ReadKeyValueFile(stats_path).size() << " stats";
+  const nlohmann::json stats = XvioctlJson({"stats"});
+  ASSERT_EQ(stats["ports"].size(), static_cast<size_t>(kPorts));
+  for (int i = 0; i < kPorts; ++i) {
+    SCOPED_TRACE(name_of(i));
+    const uint64_t expected = 1 + i % 3;
+    EXPECT_EQ(received(i), expected) << "frames the front-end found in port " << i << "'s ring";
+    const nlohmann::json& port = stats["ports"][i];  // sorted by name: vm00..vm63
+    EXPECT_EQ(port["port"], name_of(i));
+    EXPECT_EQ(Counter(port["total"], "tx_frames"), expected) << port.dump(2);
+  }
+  EXPECT_EQ(Counter(stats["uplinks"][0]["total"], "rx_frames"), total);
+  EXPECT_EQ(DropTotal(stats["uplinks"][0]["total"]), 0u) << stats["uplinks"][0].dump(2);
 }
 
 }  // namespace

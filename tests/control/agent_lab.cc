@@ -1,15 +1,25 @@
 // The agent lab of the datapath tests (see agent_lab.h).
 #include "tests/control/agent_lab.h"
 
+#include <fcntl.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/lab_frames.h"
 
 namespace xvio::testing {
 namespace {
@@ -93,6 +103,104 @@ uint64_t AgentLab::HostReceivedFrames() const {
   ProcessResult result = RunProcess({"ip", "netns", "exec", host_ns_.name(), "cat",
                                      "/sys/class/net/peer0/statistics/rx_packets"});
   return result.exit_code == 0 ? std::stoull(result.out) : 0;
+}
+
+int AgentLab::OpenHostPacketSocket() const {
+  ScopedNetns inside(host_ns_);
+  const int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    throw std::runtime_error(std::string("AF_PACKET socket: ") + std::strerror(errno));
+  return fd;
+}
+
+PacedSender::PacedSender(const AgentLab& lab, const std::array<uint8_t, 6>& destination,
+                         const std::array<uint8_t, 6>& source, std::chrono::microseconds interval)
+    : fd_(lab.OpenHostPacketSocket()) {
+  {
+    ScopedNetns inside(lab.host_ns());
+    ifindex_ = static_cast<int>(if_nametoindex("peer0"));
+  }
+  thread_ =
+      std::thread([this, destination, source, interval] { Run(destination, source, interval); });
+}
+
+PacedSender::~PacedSender() {
+  Stop();
+  close(fd_);
+}
+
+void PacedSender::Stop() {
+  stop_.store(true, std::memory_order_release);
+  if (thread_.joinable())
+    thread_.join();
+}
+
+void PacedSender::Run(std::array<uint8_t, 6> destination, std::array<uint8_t, 6> source,
+                      std::chrono::microseconds interval) {
+  sockaddr_ll address{};
+  address.sll_family = AF_PACKET;
+  address.sll_ifindex = ifindex_;
+  address.sll_halen = 6;
+  std::copy(destination.begin(), destination.end(), address.sll_addr);
+  auto next = std::chrono::steady_clock::now();
+  for (uint64_t index = 0; !stop_.load(std::memory_order_acquire); ++index) {
+    const auto frame =
+        LabUdpFrame(destination, source, static_cast<uint16_t>(10000 + index % 1000));
+    if (sendto(fd_, frame.data(), frame.size(), 0, reinterpret_cast<sockaddr*>(&address),
+               sizeof(address)) == static_cast<ssize_t>(frame.size())) {
+      sent_.fetch_add(1, std::memory_order_release);
+    } else {
+      errors_.fetch_add(1, std::memory_order_release);
+    }
+    // Pacing, not waiting for a condition: the traffic's rate is the point.
+    next += interval;
+    std::this_thread::sleep_until(next);
+  }
+}
+
+BackgroundProcess::BackgroundProcess(std::vector<std::string> argv, const std::string& log_path) {
+  pid_ = fork();
+  if (pid_ < 0)
+    throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+  if (pid_ == 0) {
+    const int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    dup2(log, STDOUT_FILENO);
+    dup2(log, STDERR_FILENO);
+    std::vector<char*> pointers;
+    for (std::string& argument : argv)
+      pointers.push_back(argument.data());
+    pointers.push_back(nullptr);
+    execvp(pointers[0], pointers.data());
+    _exit(127);
+  }
+}
+
+BackgroundProcess::~BackgroundProcess() {
+  if (!Running())
+    return;
+  kill(pid_, SIGTERM);
+  if (!WaitFor([this] { return !Running(); }, std::chrono::seconds(10))) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+}
+
+bool BackgroundProcess::Running() {
+  if (pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) == pid_)
+    pid_ = -1;
+  return pid_ > 0;
+}
+
+std::map<std::string, std::string> ReadKeyValueFile(const std::string& path) {
+  std::map<std::string, std::string> values;
+  std::ifstream file(path);
+  std::string line;
+  while (std::getline(file, line)) {
+    const size_t equals = line.find('=');
+    if (equals != std::string::npos)
+      values[line.substr(0, equals)] = line.substr(equals + 1);
+  }
+  return values;
 }
 
 }  // namespace xvio::testing

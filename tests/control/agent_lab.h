@@ -6,10 +6,16 @@
 // listener is).
 #pragma once
 
+#include <sys/types.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/control/control_test_support.h"
@@ -49,6 +55,9 @@ class AgentLab {
   std::map<std::string, uint32_t> PinnedMapIds(const std::string& uplink) const;
   // Frames peer0 (the lab host's end) received so far.
   uint64_t HostReceivedFrames() const;
+  // An AF_PACKET socket on peer0 (the lab host sends through it); the caller
+  // closes it.
+  int OpenHostPacketSocket() const;
 
  private:
   NetNamespace agent_ns_;
@@ -57,5 +66,52 @@ class AgentLab {
   ScratchDir dir_;
   std::string pin_dir_;
 };
+
+// Sends a frame to `destination` from the lab host every `interval`, in a
+// thread of its own, until Stop(): traffic that keeps running while a test
+// does something to the VM. Each frame is a UDP flow of its own (source port
+// cycling over 1000), so every uplink queue and guest queue sees it.
+class PacedSender {
+ public:
+  PacedSender(const AgentLab& lab, const std::array<uint8_t, 6>& destination,
+              const std::array<uint8_t, 6>& source, std::chrono::microseconds interval);
+  ~PacedSender();  // stops
+  PacedSender(const PacedSender&) = delete;
+  PacedSender& operator=(const PacedSender&) = delete;
+
+  void Stop();
+  // Frames the kernel took from the socket (sendto succeeded).
+  uint64_t sent() const { return sent_.load(std::memory_order_acquire); }
+  // sendto failures (the test fails on any).
+  uint64_t errors() const { return errors_.load(std::memory_order_acquire); }
+
+ private:
+  void Run(std::array<uint8_t, 6> destination, std::array<uint8_t, 6> source,
+           std::chrono::microseconds interval);
+  int fd_ = -1;
+  int ifindex_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> sent_{0};
+  std::atomic<uint64_t> errors_{0};
+  std::thread thread_;
+};
+
+// A child process with its output in a log file; SIGTERM (then SIGKILL after
+// 10 s) on destruction.
+class BackgroundProcess {
+ public:
+  BackgroundProcess(std::vector<std::string> argv, const std::string& log_path);
+  ~BackgroundProcess();
+  BackgroundProcess(const BackgroundProcess&) = delete;
+  BackgroundProcess& operator=(const BackgroundProcess&) = delete;
+  bool Running();
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// key=value lines of a stats file (vhost_bench_frontend's), empty if none.
+std::map<std::string, std::string> ReadKeyValueFile(const std::string& path);
 
 }  // namespace xvio::testing

@@ -204,6 +204,13 @@ TEST(Validation, EveryInvalidUplinkFieldIsNamed) {
          u.mutable_spec()->set_unknown_unicast_policy(static_cast<v1::UnknownUnicastPolicy>(9));
        },
        "uplink.spec.unknown_unicast_policy"},
+      {[](v1::Uplink& u) {
+         u.mutable_spec()->set_rx_checksum_policy(static_cast<v1::RxChecksumPolicy>(7));
+       },
+       "uplink.spec.rx_checksum_policy: unknown value 7; use VERIFY or GUEST_VERIFIES"},
+      {[](v1::Uplink& u) { u.mutable_spec()->set_fdb_ageing_seconds(1000001); },
+       "uplink.spec.fdb_ageing_seconds: 1000001 is out of range; use 1-1000000, or 0 for the "
+       "default (300)"},
   };
   for (const auto& [mutate, message] : cases) {
     v1::Uplink uplink = ValidUplink();
@@ -224,6 +231,16 @@ TEST(Validation, UplinkDefaults) {
   EXPECT_EQ(uplink->spec().bind_mode(), v1::XSK_BIND_MODE_AUTO);
   EXPECT_EQ(uplink->spec().broadcast_policy(), v1::BROADCAST_POLICY_FLOOD);
   EXPECT_EQ(uplink->spec().unknown_unicast_policy(), v1::UNKNOWN_UNICAST_POLICY_PASS_TO_HOST);
+  EXPECT_EQ(uplink->spec().rx_checksum_policy(), v1::RX_CHECKSUM_POLICY_VERIFY);
+  EXPECT_EQ(uplink->spec().fdb_ageing_seconds(), 300u);
+  // Values in range are kept.
+  v1::Uplink custom = ValidUplink();
+  custom.mutable_spec()->set_rx_checksum_policy(v1::RX_CHECKSUM_POLICY_GUEST_VERIFIES);
+  custom.mutable_spec()->set_fdb_ageing_seconds(1000000);
+  auto kept = NormalizeUplink(custom);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->spec().rx_checksum_policy(), v1::RX_CHECKSUM_POLICY_GUEST_VERIFIES);
+  EXPECT_EQ(kept->spec().fdb_ageing_seconds(), 1000000u);
 }
 
 TEST(Validation, FdbEntriesAndPageSizes) {

@@ -386,6 +386,60 @@ TEST_F(XskLabTest, NineThousandByteFramesTravelAsDescriptorChains) {
   ExpectAccountingHolds(*lab.umem_b);
 }
 
+// A chain is one packet: Transmit takes whole chains only, so a TX ring
+// with room for part of a chain leaves that chain (and what follows) with
+// the caller, and the receiver never sees half a packet. The per-frame
+// accounting holds with chains in every ring.
+TEST_F(XskLabTest, TransmitTakesWholeChainsOnlyWhenTheRingIsShort) {
+  UmemOptions options;
+  options.multi_buffer = true;
+  TwoSidedLab lab({.mtu = 9000}, options);
+  ScopedXdpAttachment attach(lab.a, "uplink0",
+                             bpf_program__fd(lab.programs->progs.xsk_redirect_frags));
+  auto socket_a = MakeSocket(lab.a, lab.umem_a, {.interface_name = "uplink0"});
+  // Four TX slots: one 3-descriptor chain fits, a second one does not.
+  auto socket_b = MakeSocket(lab.b, lab.umem_b,
+                             {.interface_name = "peer0", .rx_ring_size = 0, .tx_ring_size = 4});
+  ASSERT_TRUE(socket_a->InsertIntoXskMap(XskMapFd(lab.programs), 0).ok());
+
+  Umem& umem = *lab.umem_b;
+  const uint32_t piece_bytes = umem.receive_bytes_per_frame();
+  constexpr size_t kFrameBytes = 9014;
+  std::vector<xdp_desc> chains;
+  std::vector<std::byte> packet(kFrameBytes);
+  for (uint64_t sequence = 0; sequence < 2; ++sequence) {
+    WriteTestFrame(packet, sequence, 7);
+    for (size_t offset = 0; offset < kFrameBytes; offset += piece_bytes) {
+      uint64_t address = 0;
+      ASSERT_EQ(umem.AllocateFrames({&address, 1}), 1u);
+      const size_t length = std::min<size_t>(piece_bytes, kFrameBytes - offset);
+      std::memcpy(umem.Data(address), packet.data() + offset, length);
+      const bool more = offset + length < kFrameBytes;
+      chains.push_back(xdp_desc{address, static_cast<uint32_t>(length),
+                                more ? static_cast<uint32_t>(XDP_PKT_CONTD) : 0u});
+    }
+  }
+  ASSERT_EQ(chains.size(), 6u) << "9014 bytes = 3 pieces of at most " << piece_bytes;
+  EXPECT_EQ(socket_b->Transmit(chains), 3u) << "only the first chain fits 4 slots";
+  EXPECT_EQ(socket_b->counters().tx_packets, 1u);
+  ExpectSequence(ReceivePackets(*socket_a, 1), 0, 1, 7);
+  ASSERT_TRUE(WaitUntil([&] {
+    socket_b->ReclaimCompletions();
+    return socket_b->counters().completions == 3;
+  }));
+  EXPECT_EQ(socket_b->Transmit(std::span<const xdp_desc>(chains).subspan(3)), 3u);
+  ExpectSequence(ReceivePackets(*socket_a, 1), 1, 1, 7);
+  ASSERT_TRUE(WaitUntil([&] {
+    socket_b->ReclaimCompletions();
+    return socket_b->counters().completions == 6;
+  }));
+  EXPECT_EQ(socket_b->counters().tx_packets, 2u);
+  EXPECT_EQ(socket_b->counters().tx_descriptors, 6u);
+  EXPECT_EQ(socket_a->counters().rx_packets, 2u);
+  ExpectAccountingHolds(*lab.umem_a);
+  ExpectAccountingHolds(*lab.umem_b);
+}
+
 // Frames circulate: A transmits, B's program bounces them (XDP_TX), A's
 // program redirects them into A's socket, A checks and sends the next ones.
 // Every sequence number must come back exactly once, and the per-frame

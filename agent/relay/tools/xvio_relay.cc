@@ -3,6 +3,7 @@
 //
 //   xvio-relay --uplink eth1 --port vm0=/run/vm0.sock,02:00:00:00:00:01[,queues][,opt...]
 //       [--port ...] [--uplink-queues N] [--native-only] [--stats-file F]
+//       [--cpu C | --worker-cpus C,C,... | --workers N]
 //       [--static-fdb MAC,VLAN,PORT|uplink] [--unknown-unicast flood|uplink|drop]
 //       [--fdb-ageing-s N] [--broadcast-action pass|drop|redirect]
 //       [--multicast-action ...] [--unknown-unicast-action ...]
@@ -11,6 +12,7 @@
 // untagged VLAN).
 // Runs until SIGINT/SIGTERM. --stats-file is rewritten atomically every
 // --stats-interval-ms with key=value lines (see WriteStats).
+#include <sched.h>
 #include <signal.h>
 
 #include <cstdio>
@@ -153,10 +155,37 @@ void WriteStats(const std::string& path, const RelayStats& stats,
   line("offload.frames_segmented", stats.offload_frames_segmented);
   line("offload.segments_produced", stats.offload_segments_produced);
   line("offload.checksums_completed", stats.offload_checksums_completed);
+  line("offload.rx_checksums_valid", stats.rx_checksums_valid);
+  line("offload.rx_checksums_invalid", stats.rx_checksums_invalid);
+  line("offload.rx_checksums_not_checked", stats.rx_checksums_not_checked);
   line("worker.polls", stats.polls);
+  line("worker.busy_polls", stats.busy_polls);
   line("worker.sleeps", stats.sleeps);
   line("worker.wakeups", stats.wakeups);
   line("worker.xsk_syscalls", stats.xsk_syscalls);
+  line("worker.guest_kicks", stats.guest_kicks);
+  line("worker.guest_notifications", stats.guest_notifications);
+  line("workers", stats.workers.size());
+  for (size_t index = 0; index < stats.workers.size(); ++index) {
+    const xvio::relay::RelayWorkerStats& worker = stats.workers[index];
+    const std::string prefix = "worker." + std::to_string(index) + ".";
+    std::string queues;
+    for (uint32_t queue : worker.uplink_queues)
+      queues += (queues.empty() ? "" : ",") + std::to_string(queue);
+    out.append(prefix).append("cpu=").append(std::to_string(worker.cpu)).append("\n");
+    out.append(prefix).append("uplink_queues=").append(queues).append("\n");
+    line(prefix + "polls", worker.polls);
+    line(prefix + "busy_polls", worker.busy_polls);
+    line(prefix + "sleeps", worker.sleeps);
+    line(prefix + "wakeups", worker.wakeups);
+    line(prefix + "eventfd_reads", worker.eventfd_reads);
+    line(prefix + "guest_kicks", worker.guest_kicks);
+    line(prefix + "guest_notifications", worker.guest_notifications);
+    line(prefix + "xsk_syscalls", worker.xsk_syscalls);
+    line(prefix + "uplink_rx_frames", worker.uplink_rx_frames);
+    line(prefix + "uplink_tx_frames", worker.uplink_tx_frames);
+    line(prefix + "guest_tx_frames", worker.guest_tx_frames);
+  }
   line("kernel.rx_dropped", stats.kernel_rx_dropped);
   line("kernel.rx_ring_full", stats.kernel_rx_ring_full);
   line("kernel.fill_ring_empty", stats.kernel_fill_ring_empty);
@@ -232,7 +261,26 @@ int main(int argc, char** argv) {
   app.add_option("--ring-size", options.ring_size, "AF_XDP ring descriptors");
   app.add_option("--pin-dir", options.steering.pin_directory, "bpffs directory for the maps");
   app.add_flag("--native-only", native_only, "fail instead of falling back to generic XDP");
-  app.add_option("--cpu", options.cpu, "pin the worker to this CPU");
+  bool no_verify_checksums = false;
+  bool offer_hash_report = false;
+  app.add_flag("--hash-report", offer_hash_report,
+               "offer VIRTIO_NET_F_HASH_REPORT on every port (guests get the XDP flow hash)");
+  app.add_flag("--no-verify-rx-checksums", no_verify_checksums,
+               "do not verify uplink frames' checksums for guests with GUEST_CSUM (no DATA_VALID)");
+  auto* cpu_option = app.add_option("--cpu", options.cpu, "one worker, pinned to this CPU");
+  std::vector<int> worker_cpus;
+  uint32_t worker_count = 0;
+  auto* cpus_option =
+      app.add_option("--worker-cpus", worker_cpus,
+                     "one worker per CPU in this comma-separated list, pinned to it (at most "
+                     "--uplink-queues; uplink queue q goes to worker q % workers)")
+          ->delimiter(',')
+          ->check(CLI::Range(0, CPU_SETSIZE - 1))
+          ->excludes(cpu_option);
+  app.add_option("--workers", worker_count, "this many unpinned workers (at most --uplink-queues)")
+      ->check(CLI::Range(1, 64))
+      ->excludes(cpu_option)
+      ->excludes(cpus_option);
   app.add_option("--idle-poll-us", idle_poll_us, "poll this long after the last frame, then sleep");
   app.add_option("--stats-file", stats_file, "rewrite key=value counters into this file");
   app.add_option("--stats-interval-ms", stats_interval_ms, "stats file period");
@@ -255,6 +303,10 @@ int main(int argc, char** argv) {
                  "static FDB entry MAC,VLAN,PORT (a --port name, or 'uplink')");
   CLI11_PARSE(app, argc, argv);
   options.allow_skb_fallback = !native_only;
+  options.worker_cpus = worker_cpus;
+  if (worker_count > 0)
+    options.worker_cpus.assign(worker_count, -1);
+  options.uplink_header.verify_checksums = !no_verify_checksums;
   options.idle_poll = std::chrono::microseconds(idle_poll_us);
   const auto action = [](const std::string& name) {
     return name == "pass"   ? XVIO_ACTION_PASS
@@ -305,6 +357,7 @@ int main(int argc, char** argv) {
     port_options.name = argument.name;
     port_options.socket_path = argument.socket_path;
     port_options.policy.max_queue_pairs = argument.queue_pairs;
+    port_options.policy.hash_report = offer_hash_report;
     port_options.on_change = [relay_pointer] { relay_pointer->Wake(); };
     auto port = xvio::vhost::VhostUserPort::Create(std::move(port_options));
     if (!port.ok()) {

@@ -9,11 +9,17 @@
 //     source   port 0 transmits --frame-bytes frames (or TSO frames) at --rate-mpps
 //     macswap  port 0 sends back every frame it receives, MAC addresses swapped
 //     pair     port 0 transmits, port 1 receives (VM to VM, patched pairs)
-//     idle     every port connected with receive buffers posted, nothing sent
+//     idle     every port connected with receive buffers posted, nothing sent;
+//              frames that arrive anyway are counted per port (rings checked
+//              every 20 ms, buffers reposted)
 // --poll event (default) blocks on the call eventfds when there is nothing to
 // do, as a guest driver with interrupts would; --poll busy never sleeps.
 // Counters go to --stats-file (key=value, rewritten every 20 ms, with the
 // monotonic time in ns) so a harness can take rates over its own window.
+// --guest-features csum,hash-report also negotiates GUEST_CSUM and
+// HASH_REPORT (the 20-byte header); --header-log FILE then records, in sink
+// mode, each received frame's header flags and hash ("flags=2 hash_report=3
+// hash_value=0x..." per line) for tests of what the back-end reports.
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -71,6 +77,9 @@ struct Options {
   uint8_t source_mac[6] = {0x02, 0, 0, 0, 0, 0x10};
   uint8_t destination_mac[6] = {0x02, 0, 0, 0, 0, 0x0b};
   int cpu = -1;
+  bool guest_csum = false;   // negotiate GUEST_CSUM (the back-end may mark DATA_VALID)
+  bool hash_report = false;  // negotiate HASH_REPORT
+  std::string header_log;
 };
 
 bool ParseMac(const char* text, uint8_t (&mac)[6]) {
@@ -144,6 +153,10 @@ class Port {
       wanted |= FeatureBit(feature::kCsum) | FeatureBit(feature::kHostTso4);
     if (wants_tso_receive)
       wanted |= FeatureBit(feature::kGuestCsum) | FeatureBit(feature::kGuestTso4);
+    if (options.guest_csum)
+      wanted |= FeatureBit(feature::kGuestCsum);
+    if (options.hash_report)
+      wanted |= FeatureBit(feature::kHashReport);
     Send(Request::kSetOwner, nullptr, 0);
     const uint64_t offered = Query(Request::kGetFeatures);
     if ((offered & wanted) != wanted) {
@@ -221,6 +234,12 @@ class Port {
   Port& operator=(const Port&) = delete;
 
   uint32_t frame_bytes() const { return frame_bytes_; }
+  // The virtio-net header in front of a frame Receive handed out.
+  VirtioNetHeader HeaderOf(const uint8_t* frame) const {
+    VirtioNetHeader header{};
+    std::memcpy(&header, frame - header_bytes_, header_bytes_);
+    return header;
+  }
   int receive_call_fd() const { return call_[0]; }
 
   // Transmit ring: frames the back-end has finished with return to the pool.
@@ -416,6 +435,14 @@ Options Parse(int argc, char** argv) {
       options.stats_file = value();
     else if (flag == "--cpu")
       options.cpu = std::atoi(value());
+    else if (flag == "--guest-features") {
+      const std::string_view list = value();
+      options.guest_csum = list.find("csum") != std::string_view::npos;
+      options.hash_report = list.find("hash-report") != std::string_view::npos;
+      if (!options.guest_csum && !options.hash_report)
+        Fail("--guest-features takes csum and/or hash-report");
+    } else if (flag == "--header-log")
+      options.header_log = value();
     else if (flag == "--source-mac") {
       if (!ParseMac(value(), options.source_mac))
         Fail("bad --source-mac");
@@ -497,6 +524,12 @@ int main(int argc, char** argv) {
   Port& receiver = *ports[mode == "pair" ? 1 : 0];
   const bool transmits = mode == "source" || mode == "pair";
   const bool receives = mode == "sink" || mode == "macswap" || mode == "pair";
+  FILE* header_log = nullptr;
+  if (!options.header_log.empty()) {
+    header_log = std::fopen(options.header_log.c_str(), "w");
+    if (header_log == nullptr)
+      Fail("cannot write " + options.header_log + ": " + std::strerror(errno));
+  }
   constexpr uint32_t kBurst = 32;
   // Pacing: frames allowed so far = elapsed time x rate.
   const uint64_t start_ns = NowNs();
@@ -509,6 +542,8 @@ int main(int argc, char** argv) {
     }
     if (mode == "idle") {
       WaitForCalls({first.receive_call_fd()}, timespec{0, 20'000'000});
+      for (auto& port : ports)
+        port->Receive(kBurst * 4, [](const uint8_t*, uint32_t) {});
       continue;
     }
     uint32_t work = 0;
@@ -529,6 +564,13 @@ int main(int argc, char** argv) {
           });
         });
         first.Publish();
+      } else if (header_log != nullptr) {
+        work += receiver.Receive(kBurst * 4, [&](const uint8_t* frame, uint32_t) {
+          const VirtioNetHeader header = receiver.HeaderOf(frame);
+          std::fprintf(header_log, "flags=%u hash_report=%u hash_value=0x%08x\n", header.flags,
+                       header.hash_report, header.hash_value);
+        });
+        std::fflush(header_log);
       } else {
         work += receiver.Receive(kBurst * 4, [](const uint8_t*, uint32_t) {});
       }
@@ -582,5 +624,7 @@ int main(int argc, char** argv) {
   // Final counters, then let the transmit ring drain before disconnecting.
   if (!options.stats_file.empty())
     WriteStats(options, ports, sleeps);
+  if (header_log != nullptr)
+    std::fclose(header_log);
   return 0;
 }

@@ -1,0 +1,408 @@
+// Integration: what guests learn about uplink frames from the virtio-net
+// header. xvio-relay on a veth uplink verifies checksums in software for
+// guests that negotiated GUEST_CSUM (DATA_VALID on the good frames only) and
+// passes the XDP flow hash to guests that negotiated HASH_REPORT. Checked from
+// the guest side by two front-ends: DPDK's virtio_user (testpmd's per-packet
+// ol_flags) and the in-repo vhost_bench_frontend, because DPDK 22.11's virtio
+// PMD never negotiates HASH_REPORT.
+#include <gtest/gtest.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "agent/steering/toeplitz.h"
+#include "tests/relay/frame_builder.h"
+#include "tests/relay_uplink/relay_process.h"
+#include "tests/support/netns_lab.h"
+#include "tests/vhost/process_harness.h"
+
+// tests/bench/frontend's vhost_bench_frontend; empty when the benchmarks are
+// not built (XVIO_BUILD_BENCH=OFF), and its tests skip.
+#ifndef XVIO_BENCH_FRONTEND_BINARY
+#define XVIO_BENCH_FRONTEND_BINARY ""
+#endif
+
+namespace xvio::testing {
+namespace {
+
+using std::chrono::seconds;
+
+constexpr char kVmMac[] = "02:00:00:00:00:10";
+constexpr char kHostMac[] = "02:00:00:00:99:01";
+constexpr char kUplinkMac[] = "02:00:00:00:99:02";
+constexpr uint8_t kVmMacBytes[6] = {0x02, 0, 0, 0, 0, 0x10};
+constexpr uint8_t kHostMacBytes[6] = {0x02, 0, 0, 0, 0x99, 0x01};
+
+// The four kinds of frame the relay verifies, with the virtio hash report
+// type the steering program's default hash fields give each.
+struct FrameKind {
+  const char* name;
+  bool ipv6;
+  bool udp;
+  uint16_t hash_report;  // VIRTIO_NET_HASH_REPORT_*
+};
+constexpr FrameKind kKinds[] = {{"tcp4", false, false, 2},
+                                {"udp4", false, true, 3},
+                                {"tcp6", true, false, 5},
+                                {"udp6", true, true, 6}};
+
+// One test frame from the lab host to the VM and what the guest must be told.
+struct TestFrame {
+  std::vector<uint8_t> bytes;
+  bool checksum_good = true;
+  uint16_t hash_report = 0;
+  uint32_t hash_value = 0;
+};
+
+// Frame `index` of kind `kind`: its own source port (a flow of its own), 300
+// bytes of payload; `corrupt` flips a payload bit after the checksums were
+// computed, as a bad link or a broken sender would.
+TestFrame MakeFrame(const FrameKind& kind, uint16_t index, bool corrupt) {
+  datapath::testing::FrameSpec spec;
+  spec.ipv6 = kind.ipv6;
+  spec.udp = kind.udp;
+  std::memcpy(spec.destination_mac, kVmMacBytes, 6);
+  std::memcpy(spec.source_mac, kHostMacBytes, 6);
+  spec.source_port = static_cast<uint16_t>(20000 + index);
+  TestFrame frame;
+  frame.bytes =
+      datapath::testing::BuildFrame(spec, datapath::testing::PatternPayload(301, 3)).bytes;
+  if (corrupt) {
+    frame.bytes.back() ^= 0x40;
+    frame.checksum_good = false;
+  }
+  frame.hash_report = kind.hash_report;
+  const steering::ToeplitzKey& key = steering::kMicrosoftRssKey;
+  if (kind.ipv6) {
+    std::array<uint8_t, 16> source, destination;
+    std::memcpy(source.data(), spec.ipv6_source, 16);
+    std::memcpy(destination.data(), spec.ipv6_destination, 16);
+    frame.hash_value = steering::ToeplitzHash(
+        key,
+        steering::ToeplitzInputIpv6(source, destination, spec.source_port, spec.destination_port));
+  } else {
+    const auto address = [](const uint8_t(&bytes)[4]) {
+      return uint32_t{bytes[0]} << 24 | uint32_t{bytes[1]} << 16 | uint32_t{bytes[2]} << 8 |
+             bytes[3];
+    };
+    frame.hash_value = steering::ToeplitzHash(
+        key, steering::ToeplitzInputIpv4(address(spec.ipv4_source), address(spec.ipv4_destination),
+                                         spec.source_port, spec.destination_port));
+  }
+  return frame;
+}
+
+// Per kind: `good` frames with correct checksums, then `bad` corrupted ones.
+std::vector<TestFrame> MakeFrames(uint16_t good, uint16_t bad) {
+  std::vector<TestFrame> frames;
+  uint16_t index = 0;
+  for (const FrameKind& kind : kKinds) {
+    for (uint16_t i = 0; i < good + bad; ++i)
+      frames.push_back(MakeFrame(kind, index++, i >= good));
+  }
+  return frames;
+}
+
+size_t CountOf(const std::string& text, const std::string& word) {
+  size_t count = 0;
+  for (size_t at = text.find(word); at != std::string::npos; at = text.find(word, at + 1))
+    ++count;
+  return count;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream file(path);
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+// vhost_bench_frontend in sink mode on one socket, logging each received
+// frame's header; SIGTERM on destruction.
+class SinkFrontend {
+ public:
+  SinkFrontend(const std::string& socket, const std::string& directory,
+               const std::string& guest_features)
+      : stats_path_(directory + "/frontend.stats"), header_log_(directory + "/headers.log") {
+    const std::string log_path = directory + "/frontend.log";
+    std::vector<std::string> arguments = {XVIO_BENCH_FRONTEND_BINARY,
+                                          "--socket",
+                                          socket,
+                                          "--mode",
+                                          "sink",
+                                          "--stats-file",
+                                          stats_path_,
+                                          "--header-log",
+                                          header_log_,
+                                          "--queue-size",
+                                          "256"};
+    if (!guest_features.empty()) {
+      arguments.push_back("--guest-features");
+      arguments.push_back(guest_features);
+    }
+    pid_ = fork();
+    if (pid_ == 0) {
+      const int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      dup2(log, STDOUT_FILENO);
+      dup2(log, STDERR_FILENO);
+      std::vector<char*> argv;
+      for (std::string& argument : arguments)
+        argv.push_back(argument.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+  }
+  ~SinkFrontend() {
+    if (pid_ <= 0)
+      return;
+    kill(pid_, SIGTERM);
+    if (!WaitUntil([this] { return waitpid(pid_, nullptr, WNOHANG) == pid_; }, seconds(10))) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  SinkFrontend(const SinkFrontend&) = delete;
+  SinkFrontend& operator=(const SinkFrontend&) = delete;
+
+  uint64_t ReceivedFrames() const {
+    std::ifstream file(stats_path_);
+    std::string line;
+    while (std::getline(file, line)) {
+      if (line.rfind("port0.rx_frames=", 0) == 0)
+        return std::stoull(line.substr(16));
+    }
+    return 0;
+  }
+  // One line per received frame: "flags=F hash_report=T hash_value=0xV".
+  std::vector<std::string> HeaderLines() const {
+    std::vector<std::string> lines;
+    std::istringstream text(ReadFile(header_log_));
+    std::string line;
+    while (std::getline(text, line))
+      lines.push_back(line);
+    return lines;
+  }
+
+ private:
+  std::string stats_path_;
+  std::string header_log_;
+  pid_t pid_ = -1;
+};
+
+class RelayOffloadTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!HaveLabPrivileges())
+      GTEST_SKIP() << "needs root for namespaces, XDP and DPDK";
+    // No IPv6 autoconfiguration chatter: every frame on the link is one the
+    // test sent (the test's own IPv6 frames go by AF_PACKET regardless).
+    for (const NetNamespace* ns : {&uplink_ns_, &host_ns_}) {
+      RunCommandOrThrow(ns->Exec("sysctl -qw net.ipv6.conf.all.disable_ipv6=1"));
+      RunCommandOrThrow(ns->Exec("sysctl -qw net.ipv6.conf.default.disable_ipv6=1"));
+    }
+    veth_ = std::make_unique<VethPair>(uplink_ns_, host_ns_,
+                                       VethOptions{.name_a = "uplink0",
+                                                   .name_b = "peer0",
+                                                   .mac_a = kUplinkMac,
+                                                   .mac_b = kHostMac,
+                                                   .ipv4_a = "10.99.0.2/24",
+                                                   .ipv4_b = "10.99.0.1/24"});
+    socket_ = directory_.path() + "/vm0.sock";
+  }
+
+  void WaitPortReady(RelayProcess& relay) {
+    ASSERT_TRUE(WaitUntil([&] { return relay.Counter("port.vm0.ready_queues") == 2; }, seconds(60)))
+        << "the front-end never got its rings running";
+  }
+
+  // Sends `frames` from the lab host in one go (fewer than any ring on the
+  // path holds), then waits until `taken` reaches their count.
+  void Send(const std::vector<TestFrame>& frames, const std::function<uint64_t()>& taken) {
+    const uint64_t base = taken();
+    {
+      ScopedNetns inside(host_ns_);
+      const int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+      ASSERT_GE(fd, 0) << "AF_PACKET socket: " << strerror(errno);
+      sockaddr_ll address{};
+      address.sll_family = AF_PACKET;
+      address.sll_ifindex = static_cast<int>(if_nametoindex("peer0"));
+      address.sll_halen = 6;
+      std::memcpy(address.sll_addr, kVmMacBytes, 6);
+      for (const TestFrame& frame : frames) {
+        ASSERT_EQ(sendto(fd, frame.bytes.data(), frame.bytes.size(), 0,
+                         reinterpret_cast<sockaddr*>(&address), sizeof(address)),
+                  static_cast<ssize_t>(frame.bytes.size()))
+            << "sendto: " << strerror(errno);
+      }
+      close(fd);
+    }
+    ASSERT_TRUE(WaitUntil([&] { return taken() >= base + frames.size(); }, seconds(20)))
+        << "only " << taken() - base << " of " << frames.size() << " frames arrived";
+  }
+
+  std::unique_ptr<TestpmdProcess> StartTestpmd(bool enable_rx_checksum) {
+    TestpmdOptions options;
+    options.socket_path = socket_;
+    options.vdev_extra = std::string(",mac=") + kVmMac;
+    options.forward_mode = "rxonly";
+    options.log_path = testpmd_log_;
+    // Rx offloads UDP_CKSUM | TCP_CKSUM (0x4 | 0x8): the virtio PMD then
+    // negotiates GUEST_CSUM and turns DATA_VALID into L4_CKSUM_GOOD. (Not
+    // --enable-rx-cksum: it also asks for IPV4_CKSUM, which virtio lacks.)
+    if (enable_rx_checksum)
+      options.extra_app_args = "--rx-offloads=0xc";
+    return std::make_unique<TestpmdProcess>(options);
+  }
+
+  NetNamespace uplink_ns_;
+  NetNamespace host_ns_;
+  std::unique_ptr<VethPair> veth_;
+  TempDir directory_;
+  std::string socket_;
+  std::string testpmd_log_ = directory_.path() + "/vm0.log";
+};
+
+// A guest with GUEST_CSUM (testpmd, TCP/UDP rx checksum offload): each good TCP/UDP
+// frame over IPv4 and IPv6 arrives as L4_CKSUM_GOOD, each corrupted one
+// without a verdict (UNKNOWN: the guest must check it, and finds it bad).
+TEST_F(RelayOffloadTest, TestpmdSeesGoodChecksumsMarkedAndBadOnesNot) {
+  RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket_ + "," + kVmMac});
+  auto vm = StartTestpmd(/*enable_rx_checksum=*/true);
+  WaitPortReady(relay);
+  vm->Command("set verbose 1");
+  vm->Command("start");
+  constexpr uint16_t kGood = 6, kBad = 3;
+  const std::vector<TestFrame> frames = MakeFrames(kGood, kBad);
+  Send(frames, [&] { return vm->PortStats().rx_packets; });
+  vm->Command("stop");
+  vm.reset();  // its transcript, with one ol_flags line per packet, goes to the log
+  const std::string log = ReadFile(testpmd_log_);
+  ASSERT_EQ(CountOf(log, "  ol_flags: "), frames.size()) << log;
+  EXPECT_EQ(CountOf(log, "RTE_MBUF_F_RX_L4_CKSUM_GOOD"), 4u * kGood) << log;
+  EXPECT_EQ(CountOf(log, "RTE_MBUF_F_RX_L4_CKSUM_UNKNOWN"), 4u * kBad) << log;
+  EXPECT_EQ(CountOf(log, "RTE_MBUF_F_RX_L4_CKSUM_BAD"), 0u) << log;
+  EXPECT_EQ(relay.SettledCounter("offload.rx_checksums_valid", 4u * kGood), 4u * kGood);
+  EXPECT_EQ(relay.Counter("offload.rx_checksums_invalid"), 4u * kBad);
+  EXPECT_EQ(relay.Counter("offload.rx_checksums_not_checked"), 0u);
+  EXPECT_EQ(relay.Counter("port.vm0.from_uplink"), frames.size());
+  EXPECT_EQ(relay.NonZeroDrops(), "");
+}
+
+// A guest without GUEST_CSUM (testpmd without rx checksum offload) costs no
+// verification, and no frame carries a verdict.
+TEST_F(RelayOffloadTest, TestpmdWithoutRxChecksumOffloadGetsNoVerdicts) {
+  RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket_ + "," + kVmMac});
+  auto vm = StartTestpmd(/*enable_rx_checksum=*/false);
+  WaitPortReady(relay);
+  vm->Command("set verbose 1");
+  vm->Command("start");
+  const std::vector<TestFrame> frames = MakeFrames(4, 2);
+  Send(frames, [&] { return vm->PortStats().rx_packets; });
+  vm->Command("stop");
+  vm.reset();
+  const std::string log = ReadFile(testpmd_log_);
+  ASSERT_EQ(CountOf(log, "  ol_flags: "), frames.size()) << log;
+  EXPECT_EQ(CountOf(log, "RTE_MBUF_F_RX_L4_CKSUM_GOOD"), 0u) << log;
+  EXPECT_EQ(relay.SettledCounter("port.vm0.from_uplink", frames.size()), frames.size());
+  EXPECT_EQ(relay.Counter("offload.rx_checksums_valid") +
+                relay.Counter("offload.rx_checksums_invalid") +
+                relay.Counter("offload.rx_checksums_not_checked"),
+            0u)
+      << "frames for a guest without GUEST_CSUM were verified";
+}
+
+// A guest with HASH_REPORT and GUEST_CSUM (the in-repo front-end, 20-byte
+// headers): every frame carries the Toeplitz hash of its flow with the
+// virtio type of its protocol, and DATA_VALID exactly when its checksum is
+// good.
+TEST_F(RelayOffloadTest, HashReportAndDataValidReachAGuestThatNegotiatedThem) {
+  if (std::string(XVIO_BENCH_FRONTEND_BINARY).empty())
+    GTEST_SKIP() << "vhost_bench_frontend is not built (XVIO_BUILD_BENCH=OFF)";
+  RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket_ + "," + kVmMac},
+                     {"--hash-report"});
+  SinkFrontend vm(socket_, directory_.path(), "csum,hash-report");
+  WaitPortReady(relay);
+  const std::vector<TestFrame> frames = MakeFrames(5, 2);
+  Send(frames, [&] { return vm.ReceivedFrames(); });
+  std::vector<std::string> lines;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        lines = vm.HeaderLines();
+        return lines.size() >= frames.size();
+      },
+      seconds(10)));
+  ASSERT_EQ(lines.size(), frames.size());
+  // One uplink queue, one guest queue: the frames arrive in the order sent.
+  for (size_t i = 0; i < frames.size(); ++i) {
+    char expected[96];
+    std::snprintf(expected, sizeof expected, "flags=%u hash_report=%u hash_value=0x%08x",
+                  frames[i].checksum_good ? 2u : 0u, frames[i].hash_report, frames[i].hash_value);
+    EXPECT_EQ(lines[i], expected) << "frame " << i;
+  }
+  EXPECT_EQ(relay.SettledCounter("offload.rx_checksums_valid", 20), 20u);
+  EXPECT_EQ(relay.Counter("offload.rx_checksums_invalid"), 8u);
+}
+
+// The same guest with the relay's verification switched off
+// (--no-verify-rx-checksums): the hash still arrives, DATA_VALID never.
+TEST_F(RelayOffloadTest, VerificationSwitchedOffLeavesEveryFrameUnmarked) {
+  if (std::string(XVIO_BENCH_FRONTEND_BINARY).empty())
+    GTEST_SKIP() << "vhost_bench_frontend is not built (XVIO_BUILD_BENCH=OFF)";
+  RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket_ + "," + kVmMac},
+                     {"--hash-report", "--no-verify-rx-checksums"});
+  SinkFrontend vm(socket_, directory_.path(), "csum,hash-report");
+  WaitPortReady(relay);
+  const std::vector<TestFrame> frames = MakeFrames(3, 1);
+  Send(frames, [&] { return vm.ReceivedFrames(); });
+  std::vector<std::string> lines;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        lines = vm.HeaderLines();
+        return lines.size() >= frames.size();
+      },
+      seconds(10)));
+  ASSERT_EQ(lines.size(), frames.size());
+  for (size_t i = 0; i < frames.size(); ++i) {
+    char expected[96];
+    std::snprintf(expected, sizeof expected, "flags=0 hash_report=%u hash_value=0x%08x",
+                  frames[i].hash_report, frames[i].hash_value);
+    EXPECT_EQ(lines[i], expected) << "frame " << i;
+  }
+  EXPECT_EQ(relay.Counter("offload.rx_checksums_valid"), 0u);
+}
+
+// A guest that negotiated neither gets the 12-byte header, all zero.
+TEST_F(RelayOffloadTest, GuestWithoutTheFeaturesGetsPlainHeaders) {
+  if (std::string(XVIO_BENCH_FRONTEND_BINARY).empty())
+    GTEST_SKIP() << "vhost_bench_frontend is not built (XVIO_BUILD_BENCH=OFF)";
+  RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket_ + "," + kVmMac},
+                     {"--hash-report"});
+  SinkFrontend vm(socket_, directory_.path(), "");
+  WaitPortReady(relay);
+  const std::vector<TestFrame> frames = MakeFrames(2, 1);
+  Send(frames, [&] { return vm.ReceivedFrames(); });
+  std::vector<std::string> lines;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        lines = vm.HeaderLines();
+        return lines.size() >= frames.size();
+      },
+      seconds(10)));
+  for (const std::string& line : lines)
+    EXPECT_EQ(line, "flags=0 hash_report=0 hash_value=0x00000000");
+}
+
+}  // namespace
+}  // namespace xvio::testing
