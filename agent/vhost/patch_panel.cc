@@ -3,11 +3,7 @@
 
 #include <pthread.h>
 #include <sched.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
-#include <cstdlib>
 #include <cstring>
 
 #include "agent/vhost/log.h"
@@ -37,21 +33,13 @@ void BuildRarp(const uint8_t (&mac)[6], std::byte (&frame)[60]) {
 
 }  // namespace
 
-PatchPanel::PatchPanel(PatchPanelOptions options) : options_(options) {
-  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-}
+PatchPanel::PatchPanel(PatchPanelOptions options) : options_(options), idle_(options.idle_poll) {}
 
 PatchPanel::~PatchPanel() {
   stop_.store(true, std::memory_order_release);
   Wake();
   if (worker_.joinable())
     worker_.join();
-  if (epoll_fd_ >= 0)
-    close(epoll_fd_);
-  for (int fd : wait_fds_)
-    close(fd);
-  if (wake_fd_ >= 0)
-    close(wake_fd_);
 }
 
 absl::Status PatchPanel::Patch(VhostUserPort& a, VhostUserPort& b) {
@@ -106,8 +94,7 @@ void PatchPanel::Start() {
 }
 
 void PatchPanel::Wake() {
-  if (wake_fd_ >= 0)
-    (void)eventfd_write(wake_fd_, 1);
+  idle_.Wake();
 }
 
 PatchStats PatchPanel::Stats(size_t index) const {
@@ -120,7 +107,7 @@ PatchStats PatchPanel::Stats(size_t index) const {
   stats.frames_b_to_a = pair.frames_b_to_a.load(std::memory_order_relaxed);
   stats.dropped_no_peer = pair.dropped_no_peer.load(std::memory_order_relaxed);
   stats.announcements = pair.announcements.load(std::memory_order_relaxed);
-  stats.wakeups = wakeups_.load(std::memory_order_relaxed);
+  stats.wakeups = idle_.wakeups();
   return stats;
 }
 
@@ -170,35 +157,14 @@ void PatchPanel::Announce(VhostUserPort& from, VhostUserPort& to, Pair& pair) {
   }
 }
 
-void PatchPanel::RebuildWaitSet() {
-  if (epoll_fd_ >= 0)
-    close(epoll_fd_);
-  for (int fd : wait_fds_)
-    close(fd);
-  wait_fds_.clear();
-  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
-  epoll_event event{};
-  event.events = EPOLLIN;
-  event.data.fd = wake_fd_;
-  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &event);
-  wait_needs_timeout_ = false;
+void PatchPanel::AddKicks(IdleWaiter::WaitSet& wait_set) {
   for (Pair* pair : active_pairs_) {
+    const uint16_t queue_pairs = std::min(pair->a->queue_pairs(), pair->b->queue_pairs());
     for (VhostUserPort* port : {pair->a, pair->b}) {
-      for (size_t i = 0; i < 2u * std::min(pair->a->queue_pairs(), pair->b->queue_pairs()); ++i) {
-        VirtQueue& queue = port->device().queue(i);
-        // Our own duplicate: the control thread may close its fd at any
-        // time, and a reused fd number must never be read by us.
-        queue.Lock();
-        const bool ready = queue.ready();
-        const int fd = ready && queue.kick_fd() >= 0 ? dup(queue.kick_fd()) : -1;
-        queue.Unlock();
-        if (ready && fd < 0)
-          wait_needs_timeout_ = true;  // polling driver: no kicks
-        if (fd < 0)
-          continue;
-        wait_fds_.push_back(fd);
-        event.data.fd = fd;
-        epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event);
+      for (uint16_t q = 0; q < queue_pairs; ++q) {
+        // Receive queues too: a stalled direction waits for receive buffers.
+        wait_set.AddKick(port->transmit_queue(q));
+        wait_set.AddKick(port->receive_queue(q));
       }
     }
   }
@@ -240,45 +206,31 @@ void PatchPanel::DisarmNotifications() {
   }
 }
 
-void PatchPanel::Sleep() {
-  epoll_event events[16];
-  const int timeout_ms = wait_needs_timeout_ ? 1 : 1000;
-  const int count = epoll_wait(epoll_fd_, events, 16, timeout_ms);
-  static const bool trace = std::getenv("XVIO_VHOST_TRACE") != nullptr;
-  if (trace) {
-    LogLine("patch: slept on %d fds, woke with %d events", wait_fds_.size(), count);
-  }
-  for (int i = 0; i < count; ++i) {
-    uint64_t value;
-    (void)read(events[i].data.fd, &value, sizeof(value));  // re-arm the eventfd
-  }
-  if (count > 0)
-    Increment(wakeups_, 1);
-}
-
 void PatchPanel::Run() {
+  pthread_setname_np(pthread_self(), "xvio-patch");
   if (options_.cpu >= 0) {
     cpu_set_t cpus;
     CPU_ZERO(&cpus);
     CPU_SET(options_.cpu, &cpus);
-    pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus);
+    if (const int error = pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus); error != 0)
+      LogLine("patch: cannot pin the worker to CPU %d: %s", options_.cpu, std::strerror(error));
   }
   uint64_t seen_pairs_version = ~uint64_t{0};
-  auto last_work = std::chrono::steady_clock::now();
   while (!stop_.load(std::memory_order_acquire)) {
     // Configuration changes (new pairs, rings starting or stopping) are
     // noticed here, once per round, never per frame.
     const uint64_t pairs_version = pairs_version_.load(std::memory_order_acquire);
-    uint64_t key = pairs_version;
     if (pairs_version != seen_pairs_version) {
       std::lock_guard lock(pairs_mutex_);
       active_pairs_.clear();
       for (auto& pair : pairs_)
         active_pairs_.push_back(pair.get());
       seen_pairs_version = pairs_version;
-      wait_set_key_ = ~uint64_t{0};  // kick fds of removed ports must leave the wait set
       worker_version_.store(pairs_version, std::memory_order_release);
     }
+    // The wait set changes with the pairs (kick fds of removed ports must
+    // leave it) and with every ring start, stop or kick fd change.
+    uint64_t wait_set_key = pairs_version;
     for (Pair* pair : active_pairs_) {
       const uint64_t generation_a = pair->a->device().generation();
       const uint64_t generation_b = pair->b->device().generation();
@@ -289,7 +241,7 @@ void PatchPanel::Run() {
         Announce(*pair->b, *pair->a, *pair);
         DisarmNotifications();
       }
-      key = key * 1000003u + generation_a * 31u + generation_b;
+      wait_set_key = wait_set_key * 1000003u + generation_a * 31u + generation_b;
     }
 
     uint32_t work = 0;
@@ -302,23 +254,14 @@ void PatchPanel::Run() {
                      pair->dropped_no_peer, pair->stalled[2u * q + 1]);
       }
     }
-    const auto now = std::chrono::steady_clock::now();
     if (work > 0) {
-      last_work = now;
+      idle_.Worked();
       continue;
     }
-    if (now - last_work < options_.idle_poll)
-      continue;  // adaptive: keep polling a while
-
-    // Idle: ask for kicks, re-check, then sleep on the kick eventfds.
-    if (key != wait_set_key_) {
-      RebuildWaitSet();
-      wait_set_key_ = key;
-    }
-    if (ArmNotifications())
-      Sleep();
-    DisarmNotifications();
-    last_work = std::chrono::steady_clock::now();
+    // Adaptive: keep polling for idle_poll, then sleep on the kick eventfds.
+    idle_.IdleRound(
+        wait_set_key, [this](IdleWaiter::WaitSet& wait_set) { AddKicks(wait_set); },
+        [this] { return ArmNotifications(); }, [this] { DisarmNotifications(); });
   }
 }
 

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "agent/vhost/idle_waiter.h"
 #include "agent/vhost/port.h"
 
 namespace xvio::vhost {
@@ -25,7 +26,8 @@ struct PatchPanelOptions {
   // Keep polling this long after the last frame before arming notifications
   // and sleeping (adaptive polling; 0 = event-driven only).
   std::chrono::microseconds idle_poll{200};
-  // Pin the worker to this CPU (-1: no pinning).
+  // Pin the worker to this CPU (-1: no pinning). Keeping other threads off
+  // it is the process's job (see xvio-vhost-patch --cpu).
   int cpu = -1;
 };
 
@@ -81,8 +83,7 @@ class PatchPanel {
   // Arms notifications on every queue we wait for; false if work arrived.
   bool ArmNotifications();
   void DisarmNotifications();
-  void Sleep();
-  void RebuildWaitSet();
+  void AddKicks(IdleWaiter::WaitSet& wait_set);
 
   PatchPanelOptions options_;
   mutable std::mutex pairs_mutex_;  // guards pairs_ changes (control path only)
@@ -90,16 +91,11 @@ class PatchPanel {
   std::atomic<uint64_t> pairs_version_{0};
   std::atomic<uint64_t> worker_version_{0};  // pairs_version_ the worker last picked up
   std::atomic<bool> stop_{false};
-  std::atomic<uint64_t> wakeups_{0};
+  IdleWaiter idle_;  // Wake() from any thread; the rest is the worker's
   // Worker-private state.
   std::vector<Pair*> active_pairs_;  // snapshot of pairs_, refreshed on version change
-  std::vector<int> wait_fds_;        // our dups of the kick fds in the epoll set
   TransmitBurst burst_;
   ReceiveFrame receive_frames_[TransmitBurst::kMaxFrames];
-  int wake_fd_ = -1;  // eventfd
-  int epoll_fd_ = -1;
-  uint64_t wait_set_key_ = ~uint64_t{0};
-  bool wait_needs_timeout_ = false;  // a ready queue without kick fd (polling driver)
   std::thread worker_;
 };
 

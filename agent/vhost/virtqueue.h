@@ -94,8 +94,10 @@ struct DirtyLog {
 // table, indirect tables a non-zero multiple of 16 bytes, at most one per
 // chain and only when negotiated, every buffer non-empty and wholly inside
 // guest memory (64-bit bounds), and net chains uniform: transmit chains all
-// device-readable, receive chains all device-writable. An indirect table must
-// lie within one memory region (DPDK copies one that spans two; we refuse).
+// device-readable, receive chains all device-writable. An indirect table is
+// read in place when it lies in one memory region; one that is contiguous in
+// guest-physical space but crosses into an adjacent region is copied first
+// (as DPDK does), so only a table with unmapped bytes is kIndirectUnmapped.
 class VirtQueue {
  public:
   static constexpr uint32_t kMaxSegmentsPerChain = 256;
@@ -184,9 +186,18 @@ class VirtQueue {
   QueueError WalkPackedChain(uint16_t slot, bool device_writes, HostSegment* segments,
                              uint32_t capacity, uint32_t& segment_count, uint64_t& total_bytes,
                              uint16_t& buffer_id, uint16_t& descriptor_count);
+  // The indirect table at guest-physical [gpa, gpa+length) for reading, or
+  // nullptr if any byte of it is unmapped. Valid until the next call.
+  const std::byte* ReadableIndirectTable(uint64_t gpa, uint32_t length_bytes);
   QueueError AddBuffer(uint64_t gpa, uint32_t length, bool writable, bool device_writes,
                        HostSegment* segments, uint32_t capacity, uint32_t& segment_count,
                        uint64_t& total_bytes);
+  // Split rings: starts loading the descriptors of the next `count` (at most
+  // kPrefetchChains) available chains, then each one's first buffer, so the
+  // cache misses on lines the driver's CPU wrote overlap instead of being
+  // paid one after another during the walk. Reads only; the walk validates.
+  static constexpr uint16_t kPrefetchChains = 32;
+  void PrefetchSplitChains(uint16_t count, bool for_write) const;
   bool PackedSlotAvailable(uint16_t slot, bool wrap) const;
   uint16_t PendingSplit(QueueError& error) const;
   void PushUsed(uint16_t id, uint32_t length_bytes, uint16_t descriptor_count);
@@ -252,6 +263,9 @@ class VirtQueue {
     uint64_t capacity_bytes;
   };
   std::vector<ReceiveChain> receive_chains_;
+  // Copy of an indirect table that spans regions (at most size_ entries;
+  // sized on the control thread so walking never allocates).
+  std::vector<std::byte> indirect_copy_;
 
   QueueCounters counters_;
 };

@@ -204,15 +204,26 @@ std::optional<ReplyMessage> TestFrontend::TakeReply() {
 }
 
 void TestFrontend::Negotiate(uint64_t features, uint64_t protocol_features, GuestRam& ram) {
+  Negotiate(features, protocol_features, {&ram});
+}
+
+void TestFrontend::Negotiate(uint64_t features, uint64_t protocol_features,
+                             std::initializer_list<const GuestRam*> rams) {
   (void)SendU64(Request::kSetOwner, 0);
   (void)Send(Request::kGetFeatures, nullptr, 0);
   (void)TakeReply();
   (void)SendU64(Request::kSetProtocolFeatures, protocol_features);
   (void)SendU64(Request::kSetFeatures, features);
   MemoryTable table{};
-  table.region_count = 1;
-  table.regions[0] = ram.Region();
-  (void)Send(Request::kSetMemTable, &table, 8 + sizeof(MemoryRegionDescription), {dup(ram.fd())});
+  std::vector<int> fds;
+  for (const GuestRam* ram : rams) {
+    if (table.region_count == kMaxMemTableRegions)
+      throw std::invalid_argument("more guest RAM regions than SET_MEM_TABLE carries");
+    table.regions[table.region_count++] = ram->Region();
+    fds.push_back(dup(ram->fd()));
+  }
+  (void)Send(Request::kSetMemTable, &table,
+             8 + table.region_count * sizeof(MemoryRegionDescription), std::move(fds));
 }
 
 int TestFrontend::StartRing(uint32_t index, const VringAddress& address, uint16_t size,

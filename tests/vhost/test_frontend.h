@@ -133,6 +133,10 @@ class TestFrontend {
 
   // GET/SET_FEATURES and protocol features, then SET_MEM_TABLE with `ram`.
   void Negotiate(uint64_t features, uint64_t protocol_features, GuestRam& ram);
+  // The same with one region per memfd, like a guest whose RAM is several
+  // memory backends (they may be adjacent in guest-physical space).
+  void Negotiate(uint64_t features, uint64_t protocol_features,
+                 std::initializer_list<const GuestRam*> rams);
   // NUM, BASE, ADDR, CALL, KICK, ENABLE for ring `index`. Returns the call eventfd.
   int StartRing(uint32_t index, const vhost::VringAddress& address, uint16_t size,
                 uint32_t base = 0);

@@ -3,11 +3,15 @@
 // back). Every frame the sender's PMD enqueued must reach the receiver's PMD:
 // counts must match exactly, for split and packed rings, mergeable buffers
 // on/off, in-order on/off, 1 and 4 queue pairs, an echo path and a front-end
-// that dies in the middle.
+// that dies in the middle. Also the tool's thread placement (--cpu).
 #include <gtest/gtest.h>
+#include <sched.h>
 
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "tests/vhost/process_harness.h"
@@ -190,6 +194,83 @@ TEST_F(TestpmdPatchTest, ClientModeReconnects) {
   auto sender = StartFrontend(patch.socket_a(), c, "txonly", "0@0,1@0", "sender.log");
   WaitReady(patch, "a", 1);
   RunAndCheck(patch, *sender, *receiver, c, 0);
+}
+
+// xvio-vhost-patch --cpu C: the patch worker runs on C alone; its other
+// threads (stats writer, vhost-user control threads) never share C, so they
+// cannot preempt a busy-polling worker.
+class PatchToolPlacementTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(sched_getaffinity(0, sizeof(allowed_), &allowed_), 0);
+    if (CPU_COUNT(&allowed_) < 2)
+      GTEST_SKIP() << "needs two CPUs";
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+      if (CPU_ISSET(cpu, &allowed_))
+        worker_cpu_ = cpu;  // the highest allowed CPU
+    }
+  }
+  // Thread name -> CPUs each thread of `pid` may run on.
+  static std::multimap<std::string, cpu_set_t> Threads(pid_t pid) {
+    std::multimap<std::string, cpu_set_t> threads;
+    for (const auto& task :
+         std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+      std::ifstream comm(task.path() / "comm");
+      std::string name;
+      std::getline(comm, name);
+      cpu_set_t cpus;
+      if (sched_getaffinity(std::stoi(task.path().filename()), sizeof(cpus), &cpus) == 0)
+        threads.emplace(name, cpus);
+    }
+    return threads;
+  }
+
+  cpu_set_t allowed_;
+  int worker_cpu_ = -1;
+  TempDir directory_;
+};
+
+TEST_F(PatchToolPlacementTest, WorkerOwnsItsCpuAndOtherThreadsStayOff) {
+  PatchProcess patch(XVIO_VHOST_PATCH_BINARY, directory_.path(),
+                     "--cpu " + std::to_string(worker_cpu_));
+  const auto threads = Threads(patch.pid());
+  ASSERT_EQ(threads.count("xvio-patch"), 1u) << "no patch worker thread";
+  ASSERT_GE(threads.size(), 4u) << "main, two port control threads and the worker";
+  for (const auto& [name, cpus] : threads) {
+    if (name == "xvio-patch") {
+      EXPECT_EQ(CPU_COUNT(&cpus), 1);
+      EXPECT_TRUE(CPU_ISSET(worker_cpu_, &cpus)) << "worker not pinned to " << worker_cpu_;
+    } else {
+      EXPECT_FALSE(CPU_ISSET(worker_cpu_, &cpus))
+          << "thread " << name << " may run on the worker's CPU " << worker_cpu_;
+      EXPECT_GE(CPU_COUNT(&cpus), 1);
+    }
+  }
+}
+
+TEST_F(PatchToolPlacementTest, SaysSoWhenTheWorkerCpuIsTheOnlyOneAllowed) {
+  // Started from a thread confined to the worker's CPU, the tool has
+  // nowhere else to put its threads: it must still run, and say why the
+  // worker will be preempted.
+  cpu_set_t only;
+  CPU_ZERO(&only);
+  CPU_SET(worker_cpu_, &only);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(only), &only), 0);
+  std::optional<PatchProcess> patch;
+  try {
+    patch.emplace(XVIO_VHOST_PATCH_BINARY, directory_.path(),
+                  "--cpu " + std::to_string(worker_cpu_));
+  } catch (...) {
+    sched_setaffinity(0, sizeof(allowed_), &allowed_);
+    throw;
+  }
+  ASSERT_EQ(sched_setaffinity(0, sizeof(allowed_), &allowed_), 0);
+  for (const auto& [name, cpus] : Threads(patch->pid()))
+    EXPECT_TRUE(CPU_EQUAL(&cpus, &only)) << name;
+  std::ifstream log(directory_.path() + "/patch.log");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("no CPU allowed besides " + std::to_string(worker_cpu_)), std::string::npos)
+      << "log: " << text;
 }
 
 }  // namespace

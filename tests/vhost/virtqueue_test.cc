@@ -615,5 +615,184 @@ TEST_F(PackedQueueTest, IndirectTableOfBadLength) {
   EXPECT_EQ(tx().error(), QueueError::kIndirectBadLength);
 }
 
+// --- indirect tables across memory regions -----------------------------------
+
+// Guest RAM as two memfds that are adjacent in guest-physical space but
+// mapped at unrelated addresses here (a guest with two memory backends, or
+// RAM added by hotplug): a table contiguous for the guest is two pieces for
+// us, and must read as one.
+class SpanningIndirectTest : public ::testing::Test {
+ protected:
+  static constexpr size_t kLowBytes = 1 << 20;
+
+  // Tables go at the start of high_ (and the end of low_, which the bump
+  // allocator never reaches here): keep buffers out of the way.
+  SpanningIndirectTest() { high_.Allocate(4096); }
+
+  void Start(bool packed) {
+    packed_ = packed;
+    frontend_.Negotiate(kBaseFeatures | (packed ? FeatureBit(feature::kRingPacked) : 0), kProtocol,
+                        {&low_, &high_});
+    const uint32_t base = packed ? 1u << 15 : 0;
+    rx_call_ = frontend_.StartRing(0, packed ? packed_rx_.Address(0) : split_rx_.Address(0),
+                                   kRingSize, base);
+    tx_call_ = frontend_.StartRing(1, packed ? packed_tx_.Address(1) : split_tx_.Address(1),
+                                   kRingSize, base);
+    ASSERT_TRUE(rx().ready());
+    ASSERT_TRUE(tx().ready());
+  }
+  VirtQueue& rx() { return device_.queue(0); }
+  VirtQueue& tx() { return device_.queue(1); }
+
+  // Writes bytes at a guest-physical address, crossing from low_ into high_.
+  void WriteGuest(uint64_t gpa, const void* source, size_t length) {
+    const auto* bytes = static_cast<const std::byte*>(source);
+    for (size_t i = 0; i < length; ++i, ++gpa) {
+      GuestRam& ram = gpa < high_.gpa_base() ? low_ : high_;
+      *ram.Host(gpa) = bytes[i];
+    }
+  }
+  // Writes `entries` as one table that starts `bytes_in_low` bytes before
+  // the end of low_, so it continues in high_; returns the table's gpa.
+  template <typename Descriptor>
+  uint64_t StraddlingTable(const std::vector<Descriptor>& entries, uint64_t bytes_in_low) {
+    const uint64_t gpa = high_.gpa_base() - bytes_in_low;
+    WriteGuest(gpa, entries.data(), entries.size() * sizeof(Descriptor));
+    return gpa;
+  }
+  // Publishes one indirect table of `length` bytes on the ring of `queue`.
+  void PublishIndirect(bool receive, uint64_t table_gpa, uint32_t length) {
+    if (packed_) {
+      PackedRing& ring = receive ? packed_rx_ : packed_tx_;
+      ring.Add({Buffer{table_gpa, length}}, 5);
+      ring.desc()[0].flags |= kDescIndirect;
+    } else {
+      SplitRing& ring = receive ? split_rx_ : split_tx_;
+      ring.desc()[0] = VringDesc{table_gpa, length, kDescIndirect, 0};
+      ring.PublishHead(0);
+    }
+  }
+
+  GuestRam low_{kLowBytes};
+  GuestRam high_{1 << 20, low_.gpa_base() + kLowBytes};  // adjacent: no gap
+  NetDevice device_{"spanning", DevicePolicy{}};
+  TestFrontend frontend_{device_};
+  SplitRing split_rx_{low_, kRingSize};
+  SplitRing split_tx_{low_, kRingSize};
+  PackedRing packed_rx_{low_, kRingSize};
+  PackedRing packed_tx_{low_, kRingSize};
+  bool packed_ = false;
+  int rx_call_ = -1;
+  int tx_call_ = -1;
+};
+
+// Buffers named by a transmit table: header, then the frame in three pieces
+// (one of them in the high region), so the frame reads "across regions".
+std::vector<Buffer> TransmitBuffers(GuestRam& low, GuestRam& high) {
+  return {Put(low, Header(VirtioNetHeader{})), Put(low, "across "), Put(high, "two "),
+          Put(low, "regions")};
+}
+
+// A split table chaining `buffers` in order.
+std::vector<VringDesc> ChainedTable(const std::vector<Buffer>& buffers) {
+  std::vector<VringDesc> table;
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    const bool last = i + 1 == buffers.size();
+    table.push_back(VringDesc{buffers[i].gpa, buffers[i].length,
+                              static_cast<uint16_t>(last ? 0 : kDescNext),
+                              static_cast<uint16_t>(last ? 0 : i + 1)});
+  }
+  return table;
+}
+
+TEST_F(SpanningIndirectTest, SplitTransmitTableSpanningTwoRegions) {
+  Start(/*packed=*/false);
+  const std::vector<VringDesc> table = ChainedTable(TransmitBuffers(low_, high_));
+  // Two entries in each region, the boundary between entries.
+  PublishIndirect(false, StraddlingTable(table, 2 * sizeof(VringDesc)),
+                  table.size() * sizeof(VringDesc));
+  TransmitBurst burst;
+  ASSERT_EQ(tx().PeekTransmit(burst), 1) << QueueErrorText(tx().error());
+  EXPECT_EQ(Frame(burst, burst.frames[0]), "across two regions");
+  tx().CompleteTransmit(burst, 1);
+  const auto used = split_tx_.TakeUsed();
+  ASSERT_EQ(used.size(), 1u);
+  EXPECT_EQ(used[0].id, 0u);
+  EXPECT_EQ(tx().error(), QueueError::kNone);
+}
+
+TEST_F(SpanningIndirectTest, DescriptorCutInHalfByTheRegionBoundary) {
+  Start(/*packed=*/false);
+  const std::vector<VringDesc> table = ChainedTable(TransmitBuffers(low_, high_));
+  // Entry 1 has its address in low_ and its length, flags and next in high_.
+  PublishIndirect(false, StraddlingTable(table, sizeof(VringDesc) + 8),
+                  table.size() * sizeof(VringDesc));
+  TransmitBurst burst;
+  ASSERT_EQ(tx().PeekTransmit(burst), 1) << QueueErrorText(tx().error());
+  EXPECT_EQ(Frame(burst, burst.frames[0]), "across two regions");
+}
+
+TEST_F(SpanningIndirectTest, SplitReceiveTableSpanningTwoRegions) {
+  Start(/*packed=*/false);
+  // Header and the first 4 frame bytes in low_, the rest in high_.
+  const Buffer first = Writable(low_, 16);
+  const Buffer second = Writable(high_, 64);
+  const std::vector<VringDesc> table = {
+      VringDesc{first.gpa, first.length, kDescWrite | kDescNext, 1},
+      VringDesc{second.gpa, second.length, kDescWrite, 0}};
+  PublishIndirect(true, StraddlingTable(table, sizeof(VringDesc)), 2 * sizeof(VringDesc));
+  std::string payload = "into two regions";
+  HostSegment segment{reinterpret_cast<std::byte*>(payload.data()),
+                      static_cast<uint32_t>(payload.size())};
+  ReceiveFrame frame{nullptr, std::span(&segment, 1), static_cast<uint32_t>(payload.size())};
+  ASSERT_EQ(rx().EnqueueReceive(std::span(&frame, 1)), 1) << QueueErrorText(rx().error());
+  const auto used = split_rx_.TakeUsed();
+  ASSERT_EQ(used.size(), 1u);
+  EXPECT_EQ(used[0].len, 12 + payload.size());
+  EXPECT_EQ(Read(low_, first.gpa + 12, 4) + Read(high_, second.gpa, payload.size() - 4), payload);
+}
+
+TEST_F(SpanningIndirectTest, PackedTransmitTableSpanningTwoRegions) {
+  Start(/*packed=*/true);
+  std::vector<PackedDesc> table;
+  for (const Buffer& buffer : TransmitBuffers(low_, high_))
+    table.push_back(PackedDesc{buffer.gpa, buffer.length, 0, 0});
+  PublishIndirect(false, StraddlingTable(table, 3 * sizeof(PackedDesc)),
+                  table.size() * sizeof(PackedDesc));
+  TransmitBurst burst;
+  ASSERT_EQ(tx().PeekTransmit(burst), 1) << QueueErrorText(tx().error());
+  EXPECT_EQ(Frame(burst, burst.frames[0]), "across two regions");
+  tx().CompleteTransmit(burst, 1);
+  const auto used = packed_tx_.TakeUsed();
+  ASSERT_EQ(used.size(), 1u);
+  EXPECT_EQ(used[0].first, 5);
+}
+
+TEST_F(SpanningIndirectTest, TableRunningPastTheLastRegionIsUnmapped) {
+  Start(/*packed=*/false);
+  // Starts in high_ (the last region) and ends 16 bytes after it: nothing
+  // maps those bytes, so the queue stops instead of reading past the mapping.
+  const uint64_t table_gpa = high_.gpa_base() + high_.size_bytes() - 16;
+  PublishIndirect(false, table_gpa, 2 * sizeof(VringDesc));
+  TransmitBurst burst;
+  EXPECT_EQ(tx().PeekTransmit(burst), 0);
+  EXPECT_EQ(tx().error(), QueueError::kIndirectUnmapped) << QueueErrorText(tx().error());
+  EXPECT_TRUE(rx().ready()) << "the other queue goes on";
+}
+
+TEST_F(SpanningIndirectTest, SpanningTableIsStillValidatedEntryByEntry) {
+  Start(/*packed=*/false);
+  // Copying a table must not skip the checks: entry 2 (in high_) points
+  // outside guest memory.
+  const Buffer header = Put(low_, Header(VirtioNetHeader{}));
+  const std::vector<VringDesc> table = {VringDesc{header.gpa, header.length, kDescNext, 1},
+                                        VringDesc{header.gpa, header.length, kDescNext, 2},
+                                        VringDesc{0x10, 64, 0, 0}};
+  PublishIndirect(false, StraddlingTable(table, 2 * sizeof(VringDesc)), 3 * sizeof(VringDesc));
+  TransmitBurst burst;
+  EXPECT_EQ(tx().PeekTransmit(burst), 0);
+  EXPECT_EQ(tx().error(), QueueError::kBufferUnmapped) << QueueErrorText(tx().error());
+}
+
 }  // namespace
 }  // namespace xvio::vhost

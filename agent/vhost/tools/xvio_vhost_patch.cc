@@ -5,7 +5,12 @@
 //   xvio-vhost-patch --socket-a /run/a.sock --socket-b /run/b.sock
 //       [--client] [--queues N] [--stats-file F] [--cpu C]
 // Runs until SIGINT/SIGTERM. --stats-file is rewritten atomically every
-// --stats-interval-ms with key=value lines (see WriteStats).
+// --stats-interval-ms with key=value lines (see WriteStats). With --cpu the
+// patch worker owns CPU C: every other thread (this one, which writes the
+// stats, and the ports' vhost-user control threads) runs on the process's
+// other CPUs, so none of them preempts the busy-polling worker.
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -53,7 +58,10 @@ void AppendPort(std::string& out, const std::string& prefix, const PortStats& st
   out += prefix + ".broken_reason=" + stats.broken_reason + "\n";
 }
 
-void WriteStats(const std::string& path, VhostUserPort& a, VhostUserPort& b, PatchPanel& panel) {
+// Rewrites the stats file when a counter changed since `last_written`
+// (idle ports cost no file churn).
+void WriteStats(const std::string& path, VhostUserPort& a, VhostUserPort& b, PatchPanel& panel,
+                std::string& last_written) {
   std::string out;
   AppendPort(out, "a", a.Stats());
   AppendPort(out, "b", b.Stats());
@@ -63,12 +71,28 @@ void WriteStats(const std::string& path, VhostUserPort& a, VhostUserPort& b, Pat
   out += "patch.dropped_no_peer=" + std::to_string(patch.dropped_no_peer) + "\n";
   out += "patch.wakeups=" + std::to_string(patch.wakeups) + "\n";
   out += "patch.announcements=" + std::to_string(patch.announcements) + "\n";
+  if (out == last_written)
+    return;
+  last_written = out;
   const std::string temporary = path + ".tmp";
   {
     std::ofstream file(temporary, std::ios::trunc);
     file << out;
   }
   std::rename(temporary.c_str(), path.c_str());
+}
+
+// Moves the calling thread (and so every thread it starts later) off
+// `worker_cpu`. Returns false when no other CPU is allowed: then everything
+// shares the worker's CPU, as before.
+bool KeepOffWorkerCpu(int worker_cpu) {
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0)
+    return false;
+  CPU_CLR(worker_cpu, &allowed);
+  if (CPU_COUNT(&allowed) == 0)
+    return false;
+  return pthread_setaffinity_np(pthread_self(), sizeof(allowed), &allowed) == 0;
 }
 
 }  // namespace
@@ -114,6 +138,13 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  // Before any thread starts: the ports' control threads inherit this placement.
+  if (cpu >= 0 && !KeepOffWorkerCpu(cpu)) {
+    std::fprintf(stderr,
+                 "xvio-vhost-patch: no CPU allowed besides %d: control and stats threads will "
+                 "preempt the patch worker there (allow a second CPU, e.g. taskset -c 0,%d)\n",
+                 cpu, cpu);
+  }
   PatchPanel panel({.idle_poll = std::chrono::microseconds(idle_poll_us), .cpu = cpu});
   auto make_port = [&](const char* name, const std::string& path) {
     xvio::vhost::PortOptions options;
@@ -142,15 +173,18 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "xvio-vhost-patch: %s <-> %s ready\n", socket_a.c_str(), socket_b.c_str());
 
   const timespec period{stats_interval_ms / 1000, (stats_interval_ms % 1000) * 1000000L};
+  std::string last_written;
   for (;;) {
     if (!stats_file.empty())
-      WriteStats(stats_file, **port_a, **port_b, panel);
-    const int signal_number = sigtimedwait(&signals, nullptr, &period);
+      WriteStats(stats_file, **port_a, **port_b, panel, last_written);
+    // Without a stats file this thread only waits for the signal.
+    const int signal_number =
+        sigtimedwait(&signals, nullptr, stats_file.empty() ? nullptr : &period);
     if (signal_number == SIGINT || signal_number == SIGTERM)
       break;
   }
   if (!stats_file.empty())
-    WriteStats(stats_file, **port_a, **port_b, panel);
+    WriteStats(stats_file, **port_a, **port_b, panel, last_written);
   (void)panel.Unpatch(**port_a, **port_b);  // before the ports go away
   return 0;
 }

@@ -1,0 +1,134 @@
+// IdleWaiter: adaptive polling, the arm / re-check / sleep / disarm sequence,
+// wake-ups by kick, by Wake() from another thread, and the wait set's fds.
+#include "agent/vhost/idle_waiter.h"
+
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+
+#include <thread>
+
+#include "agent/vhost/net_device.h"
+#include "tests/vhost/test_frontend.h"
+
+namespace xvio::vhost {
+namespace {
+
+using testing::GuestRam;
+using testing::OpenFdCount;
+using testing::SplitRing;
+using testing::TestFrontend;
+
+constexpr uint16_t kRingSize = 16;
+const uint64_t kFeatures = FeatureBit(feature::kVersion1) | FeatureBit(feature::kProtocolFeatures);
+constexpr std::chrono::microseconds kSleepAtOnce{0};
+
+// A device whose transmit queue (ring 1) runs, kicked through an eventfd.
+class IdleWaiterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    frontend_.Negotiate(kFeatures, FeatureBit(protocol_feature::kReplyAck), ram_);
+    frontend_.StartRing(1, tx_.Address(1), kRingSize);
+    ASSERT_TRUE(tx().ready());
+    ASSERT_GE(tx().kick_fd(), 0);
+  }
+  VirtQueue& tx() { return device_.queue(1); }
+
+  // One idle round over the transmit queue's kick; counts the callbacks.
+  bool Round(IdleWaiter& waiter, uint64_t key, bool arm_finds_work = false) {
+    return waiter.IdleRound(
+        key,
+        [&](IdleWaiter::WaitSet& set) {
+          ++rebuilds_;
+          set.AddKick(tx());
+        },
+        [&] {
+          ++arms_;
+          return !arm_finds_work;
+        },
+        [&] { ++disarms_; });
+  }
+
+  GuestRam ram_{1 << 20};
+  NetDevice device_{"idle", DevicePolicy{}};
+  TestFrontend frontend_{device_};
+  SplitRing tx_{ram_, kRingSize};
+  int rebuilds_ = 0, arms_ = 0, disarms_ = 0;
+};
+
+TEST_F(IdleWaiterTest, KeepsPollingUntilIdlePollHasPassed) {
+  IdleWaiter waiter(std::chrono::hours(1));
+  waiter.Worked();
+  EXPECT_FALSE(Round(waiter, 1));
+  EXPECT_EQ(rebuilds_ + arms_ + disarms_, 0) << "nothing may be armed while still polling";
+  EXPECT_EQ(waiter.sleeps(), 0u);
+}
+
+TEST_F(IdleWaiterTest, KickEndsTheSleepAndIsConsumed) {
+  IdleWaiter waiter(kSleepAtOnce);
+  ASSERT_EQ(eventfd_write(tx().kick_fd(), 1), 0);  // the guest kicks
+  EXPECT_TRUE(Round(waiter, 1));
+  EXPECT_EQ(waiter.watched_fds(), 1u);
+  EXPECT_EQ(waiter.sleeps(), 1u);
+  EXPECT_EQ(waiter.wakeups(), 1u) << "the kick did not end the sleep (it timed out)";
+  EXPECT_EQ(arms_, 1);
+  EXPECT_EQ(disarms_, 1);
+  pollfd kick{tx().kick_fd(), POLLIN, 0};
+  EXPECT_EQ(poll(&kick, 1, 0), 0) << "the kick was not read: the next sleep would end at once";
+}
+
+TEST_F(IdleWaiterTest, WakeFromAnotherThreadEndsTheSleep) {
+  IdleWaiter waiter(kSleepAtOnce);
+  std::thread waker([&] { waiter.Wake(); });  // before or during the sleep: both must count
+  EXPECT_TRUE(Round(waiter, 1));
+  waker.join();
+  EXPECT_EQ(waiter.wakeups(), 1u) << "Wake() did not end the sleep (it timed out)";
+}
+
+TEST_F(IdleWaiterTest, WorkFoundWhileArmingSkipsTheSleepButDisarms) {
+  IdleWaiter waiter(kSleepAtOnce);
+  EXPECT_FALSE(Round(waiter, 1, /*arm_finds_work=*/true));
+  EXPECT_EQ(waiter.sleeps(), 0u);
+  EXPECT_EQ(disarms_, 1) << "notifications left armed while polling";
+}
+
+TEST_F(IdleWaiterTest, WaitSetIsRebuiltOnlyWhenItsKeyChangesAndLeaksNoFd) {
+  const int fds_before = OpenFdCount();
+  {
+    IdleWaiter waiter(kSleepAtOnce);
+    for (uint64_t key : {7, 7, 8}) {
+      waiter.Wake();  // end each sleep at once
+      EXPECT_TRUE(Round(waiter, key));
+    }
+    EXPECT_EQ(rebuilds_, 2);
+    EXPECT_EQ(waiter.watched_fds(), 1u) << "the old kick duplicate stayed in the set";
+  }
+  EXPECT_EQ(OpenFdCount(), fds_before) << "kick duplicates, epoll or wake fd leaked";
+}
+
+TEST_F(IdleWaiterTest, PollingDriverWithoutKickFdShortensTheSleep) {
+  IdleWaiter waiter(kSleepAtOnce);
+  waiter.Wake();
+  ASSERT_TRUE(Round(waiter, 1));
+  EXPECT_EQ(waiter.sleep_timeout_ms(), IdleWaiter::kLongSleepMs);
+  // The driver switches to polling: no kick fd, and it will never kick.
+  ASSERT_TRUE(frontend_.SendU64(Request::kSetVringKick, 1 | kVringNoFdFlag).ok());
+  ASSERT_TRUE(tx().ready());
+  waiter.Wake();
+  ASSERT_TRUE(Round(waiter, 2));
+  EXPECT_EQ(waiter.watched_fds(), 0u);
+  EXPECT_EQ(waiter.sleep_timeout_ms(), IdleWaiter::kShortSleepMs)
+      << "a sleep could miss a polling driver's frames for a second";
+}
+
+TEST(IdleWaiterAloneTest, PollSoonShortensTheSleep) {
+  IdleWaiter waiter(kSleepAtOnce);
+  const bool slept = waiter.IdleRound(
+      1, [](IdleWaiter::WaitSet&) {}, [] { return true; }, [] {}, /*poll_soon=*/true);
+  EXPECT_TRUE(slept);
+  EXPECT_EQ(waiter.wakeups(), 0u);
+  EXPECT_EQ(waiter.sleep_timeout_ms(/*poll_soon=*/true), IdleWaiter::kShortSleepMs);
+}
+
+}  // namespace
+}  // namespace xvio::vhost
