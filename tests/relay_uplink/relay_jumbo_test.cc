@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "agent/relay/uplink_relay.h"
+#include "tests/relay_uplink/relay_lab.h"
 #include "tests/relay_uplink/relay_process.h"
 #include "tests/support/netns_lab.h"
 #include "tests/vhost/process_harness.h"
@@ -33,8 +34,6 @@ using std::chrono::seconds;
 constexpr unsigned kMtu = 9000;
 constexpr uint32_t kLargestFrameBytes = kMtu + 14;  // untagged Ethernet
 constexpr char kVmMac[] = "02:00:00:00:00:10";
-constexpr char kHostMac[] = "02:00:00:00:99:01";
-constexpr char kUplinkMac[] = "02:00:00:00:99:02";
 constexpr std::array<uint8_t, 6> kVmMacBytes = {0x02, 0, 0, 0, 0, 0x10};
 constexpr std::array<uint8_t, 6> kHostMacBytes = {0x02, 0, 0, 0, 0x99, 0x01};
 constexpr uint16_t kTestUdpPort = 4789;
@@ -239,27 +238,9 @@ std::string EchoProblem(const std::vector<uint8_t>& sent, const std::vector<uint
   return "";
 }
 
-class RelayJumboTest : public ::testing::Test {
+class RelayJumboTest : public RelayLabTest {
  protected:
-  void SetUp() override {
-    if (!HaveLabPrivileges())
-      GTEST_SKIP() << "needs root for namespaces, XDP and DPDK";
-    if (system("command -v dpdk-testpmd >/dev/null") != 0)
-      GTEST_SKIP() << "no dpdk-testpmd";
-    // No IPv6 autoconfiguration chatter: every frame is one the test sent.
-    for (const NetNamespace* ns : {&uplink_ns_, &host_ns_}) {
-      RunCommandOrThrow(ns->Exec("sysctl -qw net.ipv6.conf.all.disable_ipv6=1"));
-      RunCommandOrThrow(ns->Exec("sysctl -qw net.ipv6.conf.default.disable_ipv6=1"));
-    }
-    veth_ = std::make_unique<VethPair>(uplink_ns_, host_ns_,
-                                       VethOptions{.name_a = "uplink0",
-                                                   .name_b = "peer0",
-                                                   .mtu = kMtu,
-                                                   .mac_a = kUplinkMac,
-                                                   .mac_b = kHostMac,
-                                                   .ipv4_a = "10.99.0.2/24",
-                                                   .ipv4_b = "10.99.0.1/24"});
-  }
+  void SetUp() override { SetUpLab({.mtu = kMtu}); }
 
   // A testpmd VM on the relay's port vm0. `vdev_extra` picks the virtio
   // features (",mrg_rxbuf=0"), `app_arguments` the mbufs; `jumbo` sets the
@@ -325,11 +306,6 @@ class RelayJumboTest : public ::testing::Test {
     }
     EXPECT_EQ(host.oversized(), 0u);
   }
-
-  NetNamespace uplink_ns_;
-  NetNamespace host_ns_;
-  std::unique_ptr<VethPair> veth_;
-  TempDir directory_;
 };
 
 // Frame sizes around the UMEM frame boundaries (3840 bytes of packet per

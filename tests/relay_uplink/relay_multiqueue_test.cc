@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/relay_uplink/relay_lab.h"
 #include "tests/relay_uplink/relay_process.h"
 #include "tests/support/lab_frames.h"
 #include "tests/support/netns_lab.h"
@@ -39,8 +40,6 @@ constexpr char kVm2Mac[] = "02:00:00:00:00:20";
 constexpr char kBehindVm2Mac[] = "02:00:00:00:00:77";  // learned behind vm1
 constexpr std::array<uint8_t, 6> kBehindVm2MacBytes = {0x02, 0, 0, 0, 0, 0x77};
 constexpr std::array<uint8_t, 6> kBroadcastBytes = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
-constexpr char kHostMac[] = "02:00:00:00:99:01";
-constexpr char kUplinkMac[] = "02:00:00:00:99:02";
 constexpr std::array<uint8_t, 6> kVmMacBytes = {0x02, 0, 0, 0, 0, 0x10};
 constexpr std::array<uint8_t, 6> kHostMacBytes = {0x02, 0, 0, 0, 0x99, 0x01};
 constexpr int kQueues = 4;
@@ -80,27 +79,9 @@ std::vector<uint8_t> FlowFrame(uint32_t flow,
   return frame;
 }
 
-class RelayMultiQueueTest : public ::testing::Test {
+class RelayMultiQueueTest : public RelayLabTest {
  protected:
-  void SetUp() override {
-    if (!HaveLabPrivileges())
-      GTEST_SKIP() << "needs root for namespaces, XDP and DPDK";
-    if (system("command -v dpdk-testpmd >/dev/null") != 0)
-      GTEST_SKIP() << "no dpdk-testpmd";
-    // No IPv6 autoconfiguration chatter: every frame is one the test sent.
-    for (const NetNamespace* ns : {&uplink_ns_, &host_ns_}) {
-      RunCommandOrThrow(ns->Exec("sysctl -qw net.ipv6.conf.all.disable_ipv6=1"));
-      RunCommandOrThrow(ns->Exec("sysctl -qw net.ipv6.conf.default.disable_ipv6=1"));
-    }
-    veth_ = std::make_unique<VethPair>(uplink_ns_, host_ns_,
-                                       VethOptions{.name_a = "uplink0",
-                                                   .name_b = "peer0",
-                                                   .queues = kQueues,
-                                                   .mac_a = kUplinkMac,
-                                                   .mac_b = kHostMac,
-                                                   .ipv4_a = "10.99.0.2/24",
-                                                   .ipv4_b = "10.99.0.1/24"});
-  }
+  void SetUp() override { SetUpLab({.queues = kQueues}); }
 
   // xvio-relay on all four uplink queues with two unpinned workers, and a
   // 4-queue-pair port vm0.
@@ -179,10 +160,6 @@ class RelayMultiQueueTest : public ::testing::Test {
     return value;
   }
 
-  NetNamespace uplink_ns_;
-  NetNamespace host_ns_;
-  std::unique_ptr<VethPair> veth_;
-  TempDir directory_;
   std::string socket_;
 };
 

@@ -23,6 +23,7 @@
 
 #include "agent/steering/toeplitz.h"
 #include "tests/relay/frame_builder.h"
+#include "tests/relay_uplink/relay_lab.h"
 #include "tests/relay_uplink/relay_process.h"
 #include "tests/support/netns_lab.h"
 #include "tests/vhost/process_harness.h"
@@ -39,8 +40,6 @@ namespace {
 using std::chrono::seconds;
 
 constexpr char kVmMac[] = "02:00:00:00:00:10";
-constexpr char kHostMac[] = "02:00:00:00:99:01";
-constexpr char kUplinkMac[] = "02:00:00:00:99:02";
 constexpr uint8_t kVmMacBytes[6] = {0x02, 0, 0, 0, 0, 0x10};
 constexpr uint8_t kHostMacBytes[6] = {0x02, 0, 0, 0, 0x99, 0x01};
 
@@ -201,24 +200,10 @@ class SinkFrontend {
   pid_t pid_ = -1;
 };
 
-class RelayOffloadTest : public ::testing::Test {
+class RelayOffloadTest : public RelayLabTest {
  protected:
   void SetUp() override {
-    if (!HaveLabPrivileges())
-      GTEST_SKIP() << "needs root for namespaces, XDP and DPDK";
-    // No IPv6 autoconfiguration chatter: every frame on the link is one the
-    // test sent (the test's own IPv6 frames go by AF_PACKET regardless).
-    for (const NetNamespace* ns : {&uplink_ns_, &host_ns_}) {
-      RunCommandOrThrow(ns->Exec("sysctl -qw net.ipv6.conf.all.disable_ipv6=1"));
-      RunCommandOrThrow(ns->Exec("sysctl -qw net.ipv6.conf.default.disable_ipv6=1"));
-    }
-    veth_ = std::make_unique<VethPair>(uplink_ns_, host_ns_,
-                                       VethOptions{.name_a = "uplink0",
-                                                   .name_b = "peer0",
-                                                   .mac_a = kUplinkMac,
-                                                   .mac_b = kHostMac,
-                                                   .ipv4_a = "10.99.0.2/24",
-                                                   .ipv4_b = "10.99.0.1/24"});
+    SetUpLab({}, /*needs_testpmd=*/false);
     socket_ = directory_.path() + "/vm0.sock";
   }
 
@@ -266,10 +251,6 @@ class RelayOffloadTest : public ::testing::Test {
     return std::make_unique<TestpmdProcess>(options);
   }
 
-  NetNamespace uplink_ns_;
-  NetNamespace host_ns_;
-  std::unique_ptr<VethPair> veth_;
-  TempDir directory_;
   std::string socket_;
   std::string testpmd_log_ = directory_.path() + "/vm0.log";
 };

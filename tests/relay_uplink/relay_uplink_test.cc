@@ -28,6 +28,7 @@
 
 #include "agent/relay/uplink_relay.h"
 #include "agent/vhost/port.h"
+#include "tests/relay_uplink/relay_lab.h"
 #include "tests/relay_uplink/relay_process.h"
 #include "tests/support/lab_frames.h"
 #include "tests/support/netns_lab.h"
@@ -40,8 +41,6 @@ using std::chrono::seconds;
 
 constexpr char kVmMac[] = "02:00:00:00:00:10";
 constexpr char kVm2Mac[] = "02:00:00:00:00:20";
-constexpr char kHostMac[] = "02:00:00:00:99:01";
-constexpr char kUplinkMac[] = "02:00:00:00:99:02";
 constexpr std::array<uint8_t, 6> kVmMacBytes = {0x02, 0, 0, 0, 0, 0x10};
 constexpr std::array<uint8_t, 6> kHostMacBytes = {0x02, 0, 0, 0, 0x99, 0x01};
 
@@ -50,27 +49,9 @@ std::vector<uint8_t> FrameToVm(uint16_t source_port) {
   return LabUdpFrame(kVmMacBytes, kHostMacBytes, source_port);
 }
 
-class RelayUplinkTest : public ::testing::Test {
+class RelayUplinkTest : public RelayLabTest {
  protected:
-  void SetUp() override {
-    if (!HaveLabPrivileges())
-      GTEST_SKIP() << "needs root for namespaces, XDP and DPDK";
-    if (system("command -v dpdk-testpmd >/dev/null") != 0)
-      GTEST_SKIP() << "no dpdk-testpmd";
-    // No IPv6 autoconfiguration chatter: every frame on the link is one the
-    // test sent, so counts can be exact.
-    for (const NetNamespace* ns : {&uplink_ns_, &host_ns_}) {
-      RunCommandOrThrow(ns->Exec("sysctl -qw net.ipv6.conf.all.disable_ipv6=1"));
-      RunCommandOrThrow(ns->Exec("sysctl -qw net.ipv6.conf.default.disable_ipv6=1"));
-    }
-    veth_ = std::make_unique<VethPair>(uplink_ns_, host_ns_,
-                                       VethOptions{.name_a = "uplink0",
-                                                   .name_b = "peer0",
-                                                   .mac_a = kUplinkMac,
-                                                   .mac_b = kHostMac,
-                                                   .ipv4_a = "10.99.0.2/24",
-                                                   .ipv4_b = "10.99.0.1/24"});
-  }
+  void SetUp() override { SetUpLab(); }
 
   std::unique_ptr<TestpmdProcess> StartVm(const std::string& socket, const std::string& mac,
                                           const std::string& mode, const std::string& log,
@@ -141,11 +122,6 @@ class RelayUplinkTest : public ::testing::Test {
     }
     close(fd);
   }
-
-  NetNamespace uplink_ns_;
-  NetNamespace host_ns_;
-  std::unique_ptr<VethPair> veth_;
-  TempDir directory_;
 };
 
 // Lab host -> relay -> VM: every frame sent to the VM's MAC reaches testpmd.
