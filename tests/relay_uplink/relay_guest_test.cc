@@ -26,6 +26,59 @@
 namespace xvio::testing {
 namespace {
 
+// Streams `bytes` of random data from the guest (busybox nc) to a listener
+// on the lab host (10.99.0.1:5001) and expects all of it to arrive with the
+// md5 the guest computed.
+void ExpectGuestStreamArrivesWhole(QemuGuest& guest, const NetNamespace& host_ns,
+                                   const std::string& directory, uint64_t bytes) {
+  const auto made = guest.Run("head -c " + std::to_string(bytes) +
+                              " /dev/urandom > /tmp/stream && md5sum /tmp/stream");
+  ASSERT_EQ(made.status, 0) << made.output;
+  const size_t hash_end = made.output.find("  /tmp/stream");
+  ASSERT_NE(hash_end, std::string::npos) << made.output;
+  ASSERT_GE(hash_end, 32u);
+  const std::string guest_md5 = made.output.substr(hash_end - 32, 32);
+  int listener = -1;
+  {
+    ScopedNetns inside(host_ns);
+    listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  }
+  ASSERT_GE(listener, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(5001);
+  address.sin_addr.s_addr = htonl(0x0a630001);  // 10.99.0.1
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(listen(listener, 1), 0);
+  const std::string received_path = directory + "/received";
+  uint64_t received_bytes = 0;
+  std::thread receiver([&] {
+    pollfd ready{listener, POLLIN, 0};
+    if (poll(&ready, 1, 120000) != 1)
+      return;
+    const int connection = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    if (connection < 0)
+      return;
+    std::ofstream out(received_path, std::ios::binary);
+    char buffer[65536];
+    pollfd data{connection, POLLIN, 0};
+    while (received_bytes < bytes && poll(&data, 1, 60000) == 1) {
+      const ssize_t got = read(connection, buffer, sizeof(buffer));
+      if (got <= 0)
+        break;
+      out.write(buffer, got);
+      received_bytes += static_cast<uint64_t>(got);
+    }
+    close(connection);
+  });
+  const auto sent = guest.Run("nc 10.99.0.1 5001 < /tmp/stream", std::chrono::seconds(180));
+  receiver.join();
+  close(listener);
+  EXPECT_EQ(received_bytes, bytes) << "guest nc said:\n" << sent.output;
+  EXPECT_EQ(RunCommand("md5sum " + received_path + " | grep -q " + guest_md5), 0)
+      << "the stream arrived changed (guest md5 " << guest_md5 << ")";
+}
+
 TEST(RelayGuestTest, GuestAndLabHostPingThroughTheRelay) {
   if (!HaveLabPrivileges())
     GTEST_SKIP() << "needs root for namespaces, XDP and QEMU";
@@ -113,52 +166,7 @@ TEST(RelayGuestTest, GuestAndLabHostPingThroughTheRelay) {
   // uplink only ever receives complete ones. Make the lab host finish its
   // checksums in software, like a host behind a real wire.
   ASSERT_EQ(RunCommand(host_ns.Exec("ethtool -K peer0 tx off >/dev/null")), 0);
-  const auto made = guest.Run("head -c " + std::to_string(kBytes) +
-                              " /dev/urandom > /tmp/stream && md5sum /tmp/stream");
-  ASSERT_EQ(made.status, 0) << made.output;
-  const size_t hash_end = made.output.find("  /tmp/stream");
-  ASSERT_NE(hash_end, std::string::npos) << made.output;
-  ASSERT_GE(hash_end, 32u);
-  const std::string guest_md5 = made.output.substr(hash_end - 32, 32);
-  int listener = -1;
-  {
-    ScopedNetns inside(host_ns);
-    listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  }
-  ASSERT_GE(listener, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(5001);
-  address.sin_addr.s_addr = htonl(0x0a630001);  // 10.99.0.1
-  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-  ASSERT_EQ(listen(listener, 1), 0);
-  const std::string received_path = directory.path() + "/received";
-  uint64_t received_bytes = 0;
-  std::thread receiver([&] {
-    pollfd ready{listener, POLLIN, 0};
-    if (poll(&ready, 1, 120000) != 1)
-      return;
-    const int connection = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-    if (connection < 0)
-      return;
-    std::ofstream out(received_path, std::ios::binary);
-    char buffer[65536];
-    pollfd data{connection, POLLIN, 0};
-    while (received_bytes < kBytes && poll(&data, 1, 60000) == 1) {
-      const ssize_t got = read(connection, buffer, sizeof(buffer));
-      if (got <= 0)
-        break;
-      out.write(buffer, got);
-      received_bytes += static_cast<uint64_t>(got);
-    }
-    close(connection);
-  });
-  const auto sent = guest.Run("nc 10.99.0.1 5001 < /tmp/stream", std::chrono::seconds(180));
-  receiver.join();
-  close(listener);
-  EXPECT_EQ(received_bytes, kBytes) << "guest nc said:\n" << sent.output;
-  EXPECT_EQ(RunCommand("md5sum " + received_path + " | grep -q " + guest_md5), 0)
-      << "the stream arrived changed (guest md5 " << guest_md5 << ")";
+  ExpectGuestStreamArrivesWhole(guest, host_ns, directory.path(), kBytes);
   EXPECT_GT(relay.Counter("offload.frames_segmented"), 0u) << "the guest sent no TSO frame";
   EXPECT_GT(relay.Counter("offload.segments_produced"), relay.Counter("offload.frames_segmented"));
   EXPECT_EQ(relay.Counter("drop.offload_rejected"), 0u);
@@ -221,51 +229,7 @@ TEST(RelayGuestTest, NineThousandByteMtuPingAndTcpThroughTheRelay) {
   EXPECT_GE(relay.SettledCounter("uplink.tx_bytes", 6u * 9014), 6u * 9014);
 
   constexpr uint32_t kBytes = 1 << 20;
-  const auto made = guest.Run("head -c " + std::to_string(kBytes) +
-                              " /dev/urandom > /tmp/stream && md5sum /tmp/stream");
-  ASSERT_EQ(made.status, 0) << made.output;
-  const size_t hash_end = made.output.find("  /tmp/stream");
-  ASSERT_NE(hash_end, std::string::npos) << made.output;
-  ASSERT_GE(hash_end, 32u);
-  const std::string guest_md5 = made.output.substr(hash_end - 32, 32);
-  int listener = -1;
-  {
-    ScopedNetns inside(host_ns);
-    listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  }
-  ASSERT_GE(listener, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(5001);
-  address.sin_addr.s_addr = htonl(0x0a630001);  // 10.99.0.1
-  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-  ASSERT_EQ(listen(listener, 1), 0);
-  std::string received;
-  std::thread receiver([&] {
-    pollfd ready{listener, POLLIN, 0};
-    if (poll(&ready, 1, 60000) != 1)
-      return;
-    const int connection = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-    if (connection < 0)
-      return;
-    char buffer[65536];
-    pollfd data{connection, POLLIN, 0};
-    while (received.size() < kBytes && poll(&data, 1, 30000) == 1) {
-      const ssize_t got = read(connection, buffer, sizeof(buffer));
-      if (got <= 0)
-        break;
-      received.append(buffer, static_cast<size_t>(got));
-    }
-    close(connection);
-  });
-  const auto sent = guest.Run("nc 10.99.0.1 5001 < /tmp/stream", std::chrono::seconds(90));
-  receiver.join();
-  close(listener);
-  ASSERT_EQ(received.size(), kBytes) << "guest nc said:\n" << sent.output;
-  const std::string received_path = directory.path() + "/received";
-  std::ofstream(received_path, std::ios::binary) << received;
-  EXPECT_EQ(RunCommand("md5sum " + received_path + " | grep -q " + guest_md5), 0)
-      << "the stream arrived changed (guest md5 " << guest_md5 << ")";
+  ExpectGuestStreamArrivesWhole(guest, host_ns, directory.path(), kBytes);
   EXPECT_GT(relay.Counter("offload.frames_segmented"), 0u) << "the guest sent no TSO frame";
   for (const char* reason : {"drop.offload_rejected", "drop.frame_too_large", "drop.malformed",
                              "drop.guest_ring_full", "kernel.rx_dropped"})
