@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cstdlib>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -85,10 +85,10 @@ bool WaitUntil(const std::function<bool()>& condition, std::chrono::milliseconds
   }
 }
 
-TempDir::TempDir() {
-  char pattern[] = "/tmp/xvio-vhost-XXXXXX";
-  if (mkdtemp(pattern) == nullptr)
-    throw std::runtime_error("mkdtemp failed");
+TempDir::TempDir(const std::string& parent) {
+  std::string pattern = parent + "/xvio-vhost-XXXXXX";
+  if (mkdtemp(pattern.data()) == nullptr)
+    throw std::runtime_error("mkdtemp failed in " + parent + ": " + std::strerror(errno));
   path_ = pattern;
 }
 
@@ -236,7 +236,7 @@ void TestpmdProcess::Kill() {
 }
 
 PatchProcess::PatchProcess(const std::string& binary, const std::string& directory,
-                           const std::string& extra_args)
+                           const std::string& extra_args, int stats_interval_ms)
     : directory_(directory) {
   std::vector<std::string> arguments = {binary,
                                         "--socket-a",
@@ -246,7 +246,7 @@ PatchProcess::PatchProcess(const std::string& binary, const std::string& directo
                                         "--stats-file",
                                         directory_ + "/stats",
                                         "--stats-interval-ms",
-                                        "50"};
+                                        std::to_string(stats_interval_ms)};
   for (const std::string& word : SplitWords(extra_args))
     arguments.push_back(word);
   const int log =

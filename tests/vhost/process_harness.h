@@ -17,10 +17,10 @@ namespace xvio::testing {
 // Polls `condition` every 20 ms until it holds or `timeout` passes.
 bool WaitUntil(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
 
-// A fresh directory under /tmp, removed recursively on destruction.
+// A fresh directory under `parent`, removed recursively on destruction.
 class TempDir {
  public:
-  TempDir();
+  explicit TempDir(const std::string& parent = "/tmp");
   ~TempDir();
   const std::string& path() const { return path_; }
 
@@ -82,8 +82,11 @@ class TestpmdProcess {
 // xvio-vhost-patch with two server (or client) sockets and a stats file.
 class PatchProcess {
  public:
+  // The stats file is rewritten every `stats_interval_ms`: tests want it
+  // fresh, benchmarks want it rare (each rewrite is file-system work whose
+  // RCU and I/O completions can preempt the measured datapath).
   PatchProcess(const std::string& binary, const std::string& directory,
-               const std::string& extra_args = "");
+               const std::string& extra_args = "", int stats_interval_ms = 50);
   ~PatchProcess();  // SIGTERM and wait
   PatchProcess(const PatchProcess&) = delete;
   PatchProcess& operator=(const PatchProcess&) = delete;

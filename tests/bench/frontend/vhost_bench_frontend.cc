@@ -14,7 +14,7 @@
 //              every 20 ms, buffers reposted)
 // --poll event (default) blocks on the call eventfds when there is nothing to
 // do, as a guest driver with interrupts would; --poll busy never sleeps.
-// Counters go to --stats-file (key=value, rewritten every 20 ms, with the
+// Counters go to --stats-file (key=value, rewritten every 100 ms, with the
 // monotonic time in ns) so a harness can take rates over its own window.
 // --guest-features csum,hash-report also negotiates GUEST_CSUM and
 // HASH_REPORT (the 20-byte header); --header-log FILE then records, in sink
@@ -538,7 +538,7 @@ int main(int argc, char** argv) {
     uint64_t now = NowNs();
     if (!options.stats_file.empty() && now >= next_stats_ns) {
       WriteStats(options, ports, sleeps);
-      next_stats_ns = now + 20'000'000;
+      next_stats_ns = now + 100'000'000;
     }
     if (mode == "idle") {
       WaitForCalls({first.receive_call_fd()}, timespec{0, 20'000'000});

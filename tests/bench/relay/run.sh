@@ -68,7 +68,10 @@ vm1_mac=02:00:00:00:00:11
 gen_mac=02:00:00:00:00:0b
 gen_ns=xvrb-gen-$$
 dut_ns=xvrb-dut-$$
-work=$(mktemp -d /tmp/relay-bench.XXXXXX)
+# Sockets and the stats files the relay and the front-end rewrite many times a
+# second live on a tmpfs: on the disk-backed /tmp every rewrite was block I/O
+# whose completions preempted the CPUs under test.
+work=$(mktemp -d /dev/shm/relay-bench.XXXXXX)
 started_pids=()
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
