@@ -15,6 +15,8 @@
 #define XVIO_MAP_NAME_CONFIG "xvio_config"     /* ARRAY[1]: struct xvio_config */
 #define XVIO_MAP_NAME_TOEPLITZ "xvio_toeplitz" /* ARRAY[1]: struct xvio_toeplitz_table */
 #define XVIO_MAP_NAME_COUNTERS "xvio_counters" /* PERCPU_ARRAY[1]: struct xvio_counters */
+/* ARRAY[XVIO_PORT_INDEX_SLOTS], mmapable: struct xvio_port_slot */
+#define XVIO_MAP_NAME_PORT_INDEX "xvio_port_index"
 
 /* Program names (the C function names) and their ELF sections. The frags
  * variant is identical but loaded with BPF_F_XDP_HAS_FRAGS, for uplinks with an
@@ -38,11 +40,58 @@ struct xvio_port_key {
 
 /* Port value flags. */
 #define XVIO_PORT_FLAG_DISABLED (1u << 0) /* frames for the port are dropped (and counted) */
+/* Nobody reads the flow hash of the port's frames (one queue pair, no
+ * HASH_REPORT offered): the program skips the Toeplitz hash and reports
+ * hash_type NONE, hash_value 0. Without the flag, frames are hashed, so an
+ * entry written by a writer that does not know the flag keeps its hash. The
+ * hash is still computed when sockets_per_queue > 1 (it picks the socket). */
+#define XVIO_PORT_FLAG_NO_HASH (1u << 1)
 
 struct xvio_port_value {
   __u32 port_id; /* agent-chosen id, reported in xvio_metadata.port_id */
   __u32 flags;   /* XVIO_PORT_FLAG_* */
 };
+
+/* ---------------------------------------------------------------- port index
+ * An open-addressed copy of xvio_ports that the program probes with plain
+ * array loads (a hash map lookup costs four kernel function calls). The
+ * agent (agent/steering/port_index.h) keeps it in line with xvio_ports,
+ * which stays the authority:
+ * - a key lives in one of the XVIO_PORT_INDEX_PROBES slots from its home
+ *   slot (wrapping), or, when all of them are taken, only in xvio_ports;
+ * - probing stops at the first EMPTY slot (the key is absent) and skips
+ *   DELETED ones; after XVIO_PORT_INDEX_PROBES slots without the key or an
+ *   EMPTY one, the program asks xvio_ports.
+ * A slot is two 64-bit words, each written with one store: the value first,
+ * then the key. The program reads key, value, key again and falls back to
+ * xvio_ports if the key changed in between. */
+#define XVIO_PORT_INDEX_SLOTS 8192u /* a power of two, twice XVIO_PORT_MAP_MAX_ENTRIES */
+#define XVIO_PORT_INDEX_SLOT_BITS 13
+#define XVIO_PORT_INDEX_PROBES 8u
+#define XVIO_PORT_SLOT_EMPTY 0ull
+#define XVIO_PORT_SLOT_DELETED (~0ull)
+/* Set in every used slot key (in the VLAN field, whose ids end at 4095), so
+ * that no key equals EMPTY or DELETED. */
+#define XVIO_PORT_SLOT_USED (1ull << 63)
+
+struct xvio_port_slot {
+  __u64 key;   /* XVIO_PORT_SLOT_EMPTY, _DELETED, or xvio_port_slot_key() */
+  __u64 value; /* port_id | (__u64)flags << 32 */
+};
+
+/* The slot key of (MAC, VLAN): MAC in bits 0..47 (first byte highest),
+ * VLAN id in bits 48..59, XVIO_PORT_SLOT_USED. */
+static inline __attribute__((always_inline)) __u64 xvio_port_slot_key(const __u8* mac,
+                                                                      __u16 vlan_id) {
+  return ((__u64)mac[0] << 40) | ((__u64)mac[1] << 32) | ((__u64)mac[2] << 24) |
+         ((__u64)mac[3] << 16) | ((__u64)mac[4] << 8) | (__u64)mac[5] |
+         ((__u64)(vlan_id & 0x0fff) << 48) | XVIO_PORT_SLOT_USED;
+}
+
+/* The key's home slot: a multiplicative (Fibonacci) hash, top bits. */
+static inline __attribute__((always_inline)) __u32 xvio_port_slot_home(__u64 slot_key) {
+  return (__u32)((slot_key * 0x9e3779b97f4a7c15ull) >> (64 - XVIO_PORT_INDEX_SLOT_BITS));
+}
 
 /* port_id reported for frames that are redirected to the agent by a policy
  * (broadcast, multicast, unknown unicast, malformed) rather than for a port. */
@@ -237,11 +286,14 @@ static_assert(sizeof(struct xvio_metadata) % 4 == 0, "bpf_xdp_adjust_meta needs 
 static_assert(sizeof(struct xvio_port_key) == 8, "port map key layout");
 static_assert(sizeof(struct xvio_port_value) == 8, "port map value layout");
 static_assert(sizeof(struct xvio_config) == 60, "config layout");
+static_assert(sizeof(struct xvio_port_slot) == 16, "port index slot layout");
+static_assert(XVIO_PORT_INDEX_SLOTS == 1u << XVIO_PORT_INDEX_SLOT_BITS, "slot count");
 #else
 _Static_assert(sizeof(struct xvio_metadata) == 28, "metadata layout is part of the ABI");
 _Static_assert(sizeof(struct xvio_metadata) % 4 == 0, "bpf_xdp_adjust_meta needs 4-byte multiples");
 _Static_assert(sizeof(struct xvio_port_key) == 8, "port map key layout");
 _Static_assert(sizeof(struct xvio_config) == 60, "config layout");
+_Static_assert(sizeof(struct xvio_port_slot) == 16, "port index slot layout");
 #endif
 
 #endif /* XVIO_BPF_XVIO_SHARED_H */

@@ -54,6 +54,14 @@ struct {
 } xvio_ports SEC(".maps");
 
 struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, XVIO_PORT_INDEX_SLOTS);
+  __uint(map_flags, BPF_F_MMAPABLE);
+  __type(key, __u32);
+  __type(value, struct xvio_port_slot);
+} xvio_port_index SEC(".maps");
+
+struct {
   __uint(type, BPF_MAP_TYPE_XSKMAP);
   __uint(max_entries, XVIO_XSK_MAP_MAX_ENTRIES);
   __type(key, __u32);
@@ -82,18 +90,20 @@ struct {
 } xvio_counters SEC(".maps");
 
 /* Everything learned about one frame while parsing it. Only offsets and
- * values, no packet pointers: the parsing stages below are global functions
- * that the verifier checks once each, and they re-derive pointers from the
- * context. Addresses and ports stay in network byte order (hashed as on the
- * wire). */
+ * values, no packet pointers: the IPv6 extension header walk is a global
+ * function that the verifier checks once, and it re-derives pointers from
+ * the context. Addresses and ports stay in network byte order (hashed as on
+ * the wire). */
 struct parse_state {
   __u32 position; /* offset of the next header to parse */
-  /* the whole frame, fragments of a multi-buffer frame included: length
-   * fields are checked against it, header reads against the linear part */
-  __u32 frame_bytes;
+  /* the linear part of the frame: header reads are checked against it, and
+   * so are length fields unless the frame may have fragments (multi_buffer) */
+  __u32 linear_bytes;
   __u16 ethertype;
   __u8 ip_version; /* 0, 4 or 6 */
   __u8 has_ports;
+  __u8 multi_buffer; /* the xdp.frags build: frames may continue in fragments */
+  __u8 padding[3];
   __u32 source_address[4];
   __u32 destination_address[4];
   __u16 source_port;
@@ -102,7 +112,7 @@ struct parse_state {
   __u32 home_address[4];
   __u32 routing_address[4];
   __u8 destination_mac[6];
-  __u16 padding;
+  __u16 padding_mac;
   struct xvio_metadata meta;
 };
 
@@ -124,6 +134,16 @@ static __always_inline __u8* at(struct xdp_md* ctx, __u32 offset) {
 
 #define END(ctx) ((void*)(long)(ctx)->data_end)
 
+/* Whether the frame, fragments of a multi-buffer frame included, reaches
+ * `end_offset`. The whole length costs a helper call, so it is only asked
+ * for when the linear part is too short and the frame may have fragments. */
+static __always_inline int frame_reaches(struct xdp_md* ctx, const struct parse_state* s,
+                                         __u32 end_offset) {
+  if (end_offset <= s->linear_bytes)
+    return 1;
+  return s->multi_buffer && end_offset <= (__u32)bpf_xdp_get_buff_len(ctx);
+}
+
 /* ------------------------------------------------------------------ L2 */
 
 static __always_inline int is_vlan_ethertype(__u16 ethertype) {
@@ -143,14 +163,12 @@ static __always_inline int parse_vlan_tag(struct xdp_md* ctx, struct parse_state
 }
 
 /* Ethernet header and up to two VLAN tags (802.1Q or 802.1ad, either order). */
-__attribute__((noinline)) int xvio_parse_l2(struct xdp_md* ctx, struct parse_state* s) {
+static __always_inline int parse_l2(struct xdp_md* ctx, struct parse_state* s) {
   __u8* eth = (__u8*)(long)ctx->data;
   __u16 vlan_id = 0;
   int error;
 
-  if (!s)
-    return XVIO_PARSE_ERROR_ETHERNET_TRUNCATED;
-  s->frame_bytes = (__u32)bpf_xdp_get_buff_len(ctx);
+  s->linear_bytes = (__u32)(ctx->data_end - ctx->data);
   if ((void*)(eth + ETH_HEADER_BYTES) > END(ctx))
     return XVIO_PARSE_ERROR_ETHERNET_TRUNCATED;
   __builtin_memcpy(s->destination_mac, eth, 6);
@@ -204,7 +222,7 @@ static __always_inline int parse_ipv4(struct xdp_md* ctx, struct parse_state* s)
   if ((void*)(ip + header_bytes) > END(ctx))
     return XVIO_PARSE_ERROR_IPV4_TRUNCATED;
   total_length = bpf_ntohs(*(__u16*)(ip + 2));
-  if (total_length < header_bytes || s->position + total_length > s->frame_bytes)
+  if (total_length < header_bytes || !frame_reaches(ctx, s, s->position + total_length))
     return XVIO_PARSE_ERROR_IPV4_BAD_TOTAL_LENGTH;
 
   s->ip_version = 4;
@@ -277,11 +295,19 @@ static __always_inline void note_type2_routing(struct xdp_md* ctx, struct parse_
 /* Walks at most `limit` extension headers; longer chains are an error (the
  * walk is bounded so that its cost per frame is). Leaves meta.l4_protocol at
  * the first non-extension next-header value. A non-first fragment stops the
- * walk: what follows its fragment header is payload, not headers. */
-static __always_inline int walk_ipv6_extension_headers(struct xdp_md* ctx, struct parse_state* s,
-                                                       __u32 limit, int want_mobility_addresses) {
-  __u8 next_header = s->meta.l4_protocol;
+ * walk: what follows its fragment header is payload, not headers. A global
+ * function, called only when there is an extension header: the verifier
+ * checks the loop once (inlined, its states multiplied past the 1M
+ * instruction limit), and the common frame pays no call. */
+__attribute__((noinline)) int xvio_walk_ipv6_extension_headers(struct xdp_md* ctx,
+                                                               struct parse_state* s, __u32 limit,
+                                                               int want_mobility_addresses) {
+  __u8 next_header;
   __u32 walked;
+
+  if (!s)
+    return XVIO_PARSE_ERROR_IPV6_EXT_TRUNCATED;
+  next_header = s->meta.l4_protocol;
 
   for (walked = 0; walked < XVIO_IPV6_EXT_HEADER_LIMIT_MAX; walked++) {
     __u8* ext;
@@ -331,7 +357,7 @@ static __always_inline int parse_ipv6(struct xdp_md* ctx, struct parse_state* s,
     return XVIO_PARSE_ERROR_IPV6_TRUNCATED;
   if ((ip[0] >> 4) != 6)
     return XVIO_PARSE_ERROR_IPV6_BAD_VERSION;
-  if (s->position + IPV6_HEADER_BYTES + bpf_ntohs(*(__u16*)(ip + 4)) > s->frame_bytes)
+  if (!frame_reaches(ctx, s, s->position + IPV6_HEADER_BYTES + bpf_ntohs(*(__u16*)(ip + 4))))
     return XVIO_PARSE_ERROR_IPV6_BAD_PAYLOAD_LENGTH;
 
   s->ip_version = 6;
@@ -341,11 +367,13 @@ static __always_inline int parse_ipv6(struct xdp_md* ctx, struct parse_state* s,
   __builtin_memcpy(s->destination_address, ip + 24, 16);
   s->position += IPV6_HEADER_BYTES;
 
+  if (!is_ipv6_extension_header(s->meta.l4_protocol))
+    return XVIO_PARSE_ERROR_NONE;
   if (limit == 0)
     limit = XVIO_IPV6_EXT_HEADER_LIMIT_DEFAULT;
   if (limit > XVIO_IPV6_EXT_HEADER_LIMIT_MAX)
     limit = XVIO_IPV6_EXT_HEADER_LIMIT_MAX;
-  return walk_ipv6_extension_headers(ctx, s, limit, want_mobility_addresses);
+  return xvio_walk_ipv6_extension_headers(ctx, s, limit, want_mobility_addresses);
 }
 
 /* ------------------------------------------------------------------ L4 */
@@ -408,12 +436,10 @@ static __always_inline int parse_l4(struct xdp_md* ctx, struct parse_state* s) {
   return XVIO_PARSE_ERROR_NONE;
 }
 
-/* L3 and L4 of a frame whose L2 part xvio_parse_l2 parsed. */
-__attribute__((noinline)) int xvio_parse_network(struct xdp_md* ctx, struct parse_state* s,
-                                                 __u32 ipv6_ext_header_limit, __u32 hash_fields) {
+/* L3 and L4 of a frame whose L2 part parse_l2 parsed. */
+static __always_inline int parse_network(struct xdp_md* ctx, struct parse_state* s,
+                                         __u32 ipv6_ext_header_limit, __u32 hash_fields) {
   int error;
-  if (!s)
-    return XVIO_PARSE_ERROR_ETHERNET_TRUNCATED;
   s->meta.l3_offset = (__u16)s->position;
   if (s->ethertype == ETHERTYPE_ARP)
     return parse_arp(ctx, s);
@@ -481,16 +507,14 @@ static __always_inline void order_symmetric(struct parse_state* s, __u32 address
 /* Chooses the hash type from the configured fields and hashes source address,
  * destination address[, source port, destination port] (the RSS input order).
  * Fragments always get the 2-tuple hash so all pieces of a datagram agree. */
-__attribute__((noinline)) int xvio_hash(struct parse_state* s, __u32 hash_fields,
-                                        __u32 config_flags) {
+static __always_inline void hash_flow(struct parse_state* s, __u32 hash_fields,
+                                      __u32 config_flags) {
   const struct xvio_toeplitz_table* table;
   __u32 zero = 0, hash;
   __u16 type = XVIO_HASH_TYPE_NONE;
   __u8 protocol;
   int use_ports, l4_hashable;
 
-  if (!s)
-    return 0;
   protocol = s->meta.l4_protocol;
   l4_hashable = s->has_ports && !(s->meta.flags & XVIO_META_FLAG_FRAGMENT);
   if (s->ip_version == 4) {
@@ -517,10 +541,10 @@ __attribute__((noinline)) int xvio_hash(struct parse_state* s, __u32 hash_fields
       type = XVIO_HASH_TYPE_IPV6;
   }
   if (type == XVIO_HASH_TYPE_NONE)
-    return 0;
+    return;
   table = bpf_map_lookup_elem(&xvio_toeplitz, &zero);
   if (!table)
-    return 0;
+    return;
   use_ports =
       type != XVIO_HASH_TYPE_IPV4 && type != XVIO_HASH_TYPE_IPV6 && type != XVIO_HASH_TYPE_IPV6_EX;
   if (type >= XVIO_HASH_TYPE_IPV6_EX) {
@@ -555,18 +579,57 @@ __attribute__((noinline)) int xvio_hash(struct parse_state* s, __u32 hash_fields
   }
   s->meta.hash_type = type;
   s->meta.hash_value = hash;
-  return 0;
 }
 
 /* ------------------------------------------------------------------ steer */
 
+/* One 64-bit load that the compiler may neither split, merge nor repeat. */
+#define READ_ONCE_U64(place) (*(volatile __u64*)&(place))
+
+/* The port entry for `key` (bpf/xvio_shared.h, "port index"): from the index
+ * with array loads, which the verifier inlines, or from xvio_ports when the
+ * index cannot answer. Returns 0 and fills *value, or -1 when there is none. */
+static __always_inline int find_port(const struct xvio_port_key* key,
+                                     struct xvio_port_value* value) {
+  const __u64 wanted = xvio_port_slot_key(key->mac, key->vlan_id);
+  const __u32 home = xvio_port_slot_home(wanted);
+  struct xvio_port_value* entry;
+  __u32 probe;
+
+#pragma unroll
+  for (probe = 0; probe < XVIO_PORT_INDEX_PROBES; probe++) {
+    __u32 index = (home + probe) & (XVIO_PORT_INDEX_SLOTS - 1);
+    struct xvio_port_slot* slot = bpf_map_lookup_elem(&xvio_port_index, &index);
+    __u64 slot_key, packed;
+    if (!slot)
+      break;
+    slot_key = READ_ONCE_U64(slot->key);
+    if (slot_key == XVIO_PORT_SLOT_EMPTY)
+      return -1;
+    if (slot_key != wanted)
+      continue;
+    packed = READ_ONCE_U64(slot->value);
+    if (READ_ONCE_U64(slot->key) != wanted)
+      break; /* the agent reused the slot meanwhile */
+    value->port_id = (__u32)packed;
+    value->flags = (__u32)(packed >> 32);
+    return 0;
+  }
+  entry = bpf_map_lookup_elem(&xvio_ports, key);
+  if (!entry)
+    return -1;
+  *value = *entry;
+  return 0;
+}
+
 /* The class the destination MAC (+ outer VLAN) puts the frame in, and the
- * action configured for it. */
+ * action configured for it. Clears *want_hash for a port whose frames the
+ * agent never reads the hash of (XVIO_PORT_FLAG_NO_HASH). */
 static __always_inline int classify(struct parse_state* s, const struct xvio_config* config,
-                                    struct xvio_counters* counters) {
+                                    struct xvio_counters* counters, int* want_hash) {
   const __u8* mac = s->destination_mac;
   struct xvio_port_key key = {};
-  struct xvio_port_value* port;
+  struct xvio_port_value port;
 
   if ((mac[0] & mac[1] & mac[2] & mac[3] & mac[4] & mac[5]) == 0xff) {
     s->meta.flags |= XVIO_META_FLAG_BROADCAST;
@@ -580,17 +643,18 @@ static __always_inline int classify(struct parse_state* s, const struct xvio_con
   }
   __builtin_memcpy(key.mac, mac, 6);
   key.vlan_id = (s->meta.flags & XVIO_META_FLAG_VLAN_OUTER) ? s->meta.outer_vlan_id : 0;
-  port = bpf_map_lookup_elem(&xvio_ports, &key);
-  if (!port) {
+  if (find_port(&key, &port) != 0) {
     s->meta.flags |= XVIO_META_FLAG_UNKNOWN_UNICAST;
     count(counters, XVIO_COUNTER_UNKNOWN_UNICAST);
     return config->unknown_unicast_action;
   }
-  if (port->flags & XVIO_PORT_FLAG_DISABLED) {
+  if (port.flags & XVIO_PORT_FLAG_DISABLED) {
     count(counters, XVIO_COUNTER_PORT_DISABLED);
     return XVIO_ACTION_DROP;
   }
-  s->meta.port_id = port->port_id;
+  s->meta.port_id = port.port_id;
+  if (port.flags & XVIO_PORT_FLAG_NO_HASH)
+    *want_hash = 0;
   return XVIO_ACTION_REDIRECT;
 }
 
@@ -614,13 +678,15 @@ static __always_inline void record_parse_error(struct xvio_counters* counters,
   s->meta.parse_error = (__u8)error;
 }
 
-static __always_inline int steer(struct xdp_md* ctx) {
+/* One body for both entry points; `multi_buffer` is a constant in each, so
+ * the xdp build never asks for the length of fragments it cannot have. */
+static __always_inline int steer(struct xdp_md* ctx, int multi_buffer) {
   __u32 zero = 0, slot, sockets_per_queue;
   struct xvio_counters* counters = bpf_map_lookup_elem(&xvio_counters, &zero);
   const struct xvio_config* config;
   struct xvio_metadata* meta;
   struct parse_state s = {};
-  int action, error, verdict;
+  int action, error, verdict, want_hash = 1;
 
   count(counters, XVIO_COUNTER_RECEIVED);
   config = bpf_map_lookup_elem(&xvio_config, &zero);
@@ -629,9 +695,10 @@ static __always_inline int steer(struct xdp_md* ctx) {
     return finish(counters, XDP_PASS);
   }
   s.meta.port_id = XVIO_PORT_ID_NONE;
+  s.multi_buffer = (__u8)multi_buffer;
 
   /* L2 first: a frame nobody here wants is decided without looking deeper. */
-  error = xvio_parse_l2(ctx, &s);
+  error = parse_l2(ctx, &s);
   if (error) {
     record_parse_error(counters, &s, error);
     /* unclassified: REDIRECT hands it to the agent with XVIO_PORT_ID_NONE */
@@ -640,18 +707,19 @@ static __always_inline int steer(struct xdp_md* ctx) {
       goto redirect;
     return finish(counters, action_verdict(action));
   }
-  action = classify(&s, config, counters);
+  action = classify(&s, config, counters, &want_hash);
   if (action != XVIO_ACTION_REDIRECT)
     return finish(counters, action_verdict(action));
 
-  error = xvio_parse_network(ctx, &s, config->ipv6_ext_header_limit, config->hash_fields);
+  error = parse_network(ctx, &s, config->ipv6_ext_header_limit, config->hash_fields);
   if (error) {
     record_parse_error(counters, &s, error);
     action = config->malformed_action;
     if (action != XVIO_ACTION_REDIRECT)
       return finish(counters, action_verdict(action));
-  } else {
-    xvio_hash(&s, config->hash_fields, config->flags);
+  } else if (want_hash || config->sockets_per_queue > 1) {
+    /* the socket choice below needs the hash whatever the port wants */
+    hash_flow(&s, config->hash_fields, config->flags);
   }
 
 redirect:
@@ -683,11 +751,11 @@ redirect:
 
 SEC("xdp")
 int xvio_steer(struct xdp_md* ctx) {
-  return steer(ctx);
+  return steer(ctx, 0);
 }
 
 /* The same program for uplinks whose frames may span several buffers. */
 SEC("xdp.frags")
 int xvio_steer_frags(struct xdp_md* ctx) {
-  return steer(ctx);
+  return steer(ctx, 1);
 }

@@ -94,8 +94,12 @@ absl::Status UplinkRelay::SetupSwitching(const SwitchingOptions& switching) {
     const xvio_port_key* previous = nullptr;
     while (bpf_map_get_next_key(steering_->ports_map_fd(), previous, &next) == 0) {
       xvio_port_value value{};
+      // An entry that skips the hash was right for the previous relay's port
+      // with that id, not necessarily for ours: no id matches it, so the
+      // first sync rewrites it with our port's flags.
       if (bpf_map_lookup_elem(steering_->ports_map_fd(), &next, &value) == 0)
-        steered_[datapath::FdbKey(next.mac, next.vlan_id)] = value.port_id;
+        steered_[datapath::FdbKey(next.mac, next.vlan_id)] =
+            (value.flags & XVIO_PORT_FLAG_NO_HASH) != 0 ? XVIO_PORT_ID_NONE : value.port_id;
       key = next;
       previous = &key;
     }
@@ -202,11 +206,25 @@ absl::Status UplinkRelay::SyncSteeringLocked() {
     }
     entry = steered_.erase(entry);
   }
+  // The flow hash picks the guest queue of a port with several queue pairs
+  // and is reported to a guest with HASH_REPORT; a port offering neither
+  // never reads it, and XDP skips the Toeplitz hash for its frames. Both are
+  // fixed by the port's device policy (offered, not negotiated), so the flag
+  // holds whatever the guest negotiates later.
+  auto steering_flags = [this](uint32_t port_id) -> uint32_t {
+    std::lock_guard lock(ports_mutex_);
+    const PortState* port = port_id < kMaxPorts ? ports_[port_id].get() : nullptr;
+    if (port == nullptr || port->config.port->queue_pairs() > 1 ||
+        port->config.port->device().policy().hash_report)
+      return 0;
+    return XVIO_PORT_FLAG_NO_HASH;
+  };
   for (const auto& [key, port_id] : wanted) {
     const auto installed = steered_.find(key);
     if (installed != steered_.end() && installed->second == port_id)
       continue;
-    if (absl::Status status = steering_->UpsertPort(MacOfKey(key), VlanOfKey(key), port_id);
+    if (absl::Status status =
+            steering_->UpsertPort(MacOfKey(key), VlanOfKey(key), port_id, steering_flags(port_id));
         !status.ok()) {
       failed(std::move(status));
       continue;

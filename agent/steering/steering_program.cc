@@ -3,6 +3,7 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xdp/libxdp.h>
@@ -68,8 +69,9 @@ bool PathExists(const std::string& path) {
 
 // The maps in the order of the shared header, for adoption and pinning.
 std::vector<bpf_map*> AllMaps(xvio_steer* skeleton) {
-  return {skeleton->maps.xvio_ports, skeleton->maps.xvio_xsks, skeleton->maps.xvio_config,
-          skeleton->maps.xvio_toeplitz, skeleton->maps.xvio_counters};
+  return {skeleton->maps.xvio_ports,    skeleton->maps.xvio_xsks,
+          skeleton->maps.xvio_config,   skeleton->maps.xvio_toeplitz,
+          skeleton->maps.xvio_counters, skeleton->maps.xvio_port_index};
 }
 
 constexpr std::array<std::string_view, XVIO_COUNTER_COUNT> kCounterNames = {
@@ -207,6 +209,9 @@ SteeringProgram::~SteeringProgram() {
     xdp_program__close(adopted_program_);
   if (xdp_program_ != nullptr)
     xdp_program__close(xdp_program_);
+  port_index_.reset();
+  if (port_index_memory_ != nullptr)
+    munmap(port_index_memory_, XVIO_PORT_INDEX_SLOTS * sizeof(xvio_port_slot));
   if (skeleton_ != nullptr)
     xvio_steer__destroy(skeleton_);
 }
@@ -284,6 +289,8 @@ absl::Status SteeringProgram::AfterLoad() {
     }
     return false;
   };
+  if (absl::Status index = SetUpPortIndex(); !index.ok())
+    return index;
   if (!adopted(XVIO_MAP_NAME_CONFIG)) {
     absl::Status written = WriteConfig(DefaultSteeringConfig());
     if (!written.ok())
@@ -474,12 +481,48 @@ int SteeringProgram::toeplitz_map_fd() const {
 int SteeringProgram::counters_map_fd() const {
   return bpf_map__fd(skeleton_->maps.xvio_counters);
 }
+int SteeringProgram::port_index_map_fd() const {
+  return bpf_map__fd(skeleton_->maps.xvio_port_index);
+}
+
+std::size_t SteeringProgram::port_index_overflowed() const {
+  return port_index_ != nullptr ? port_index_->overflowed() : 0;
+}
 
 absl::Status SteeringProgram::RequireLoaded(std::string_view operation) const {
-  if (loaded_)
+  // The index is set up right after loading; an object whose set-up failed
+  // must not write ports the program would not find.
+  if (loaded_ && port_index_ != nullptr)
     return absl::OkStatus();
   return absl::FailedPreconditionError(std::string(operation) +
                                        " needs the program loaded: call Load() or Attach() first");
+}
+
+absl::Status SteeringProgram::SetUpPortIndex() {
+  if (port_index_ != nullptr)
+    return absl::OkStatus();
+  const std::size_t bytes = XVIO_PORT_INDEX_SLOTS * sizeof(xvio_port_slot);
+  void* memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, port_index_map_fd(), 0);
+  if (memory == MAP_FAILED)
+    return ErrnoError(errno, "mapping the port index map " XVIO_MAP_NAME_PORT_INDEX);
+  port_index_memory_ = memory;
+  port_index_ = std::make_unique<PortIndex>(
+      std::span(static_cast<xvio_port_slot*>(memory), XVIO_PORT_INDEX_SLOTS));
+  // The index may be fresh next to an adopted port map, or adopted from an
+  // agent that stopped between the two updates: the port map decides.
+  std::vector<std::pair<xvio_port_key, xvio_port_value>> entries;
+  xvio_port_key key{};
+  xvio_port_key next{};
+  const xvio_port_key* previous = nullptr;
+  while (bpf_map_get_next_key(ports_map_fd(), previous, &next) == 0) {
+    xvio_port_value value{};
+    if (bpf_map_lookup_elem(ports_map_fd(), &next, &value) == 0)
+      entries.emplace_back(next, value);
+    key = next;
+    previous = &key;
+  }
+  port_index_->Reconcile(entries);
+  return absl::OkStatus();
 }
 
 absl::Status SteeringProgram::UpsertPort(const MacAddress& mac, std::uint16_t vlan_id,
@@ -499,6 +542,7 @@ absl::Status SteeringProgram::UpsertPort(const MacAddress& mac, std::uint16_t vl
                                  " (the map holds " + std::to_string(XVIO_PORT_MAP_MAX_ENTRIES) +
                                  " entries)");
   }
+  port_index_->Upsert(key, value);
   return absl::OkStatus();
 }
 
@@ -508,6 +552,9 @@ absl::Status SteeringProgram::DeletePort(const MacAddress& mac, std::uint16_t vl
   xvio_port_key key{};
   std::copy(mac.begin(), mac.end(), key.mac);
   key.vlan_id = vlan_id;
+  // Out of the index first: until the map entry goes too, the program finds
+  // the port through its fallback or not at all, never a stale copy.
+  port_index_->Erase(key);
   if (bpf_map_delete_elem(ports_map_fd(), &key) != 0) {
     return ErrnoError(errno, "removing the port entry for " + FormatMacAddress(mac) + " vlan " +
                                  std::to_string(vlan_id));

@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "agent/steering/port_index.h"
 #include "agent/steering/toeplitz.h"
 #include "bpf/xvio_shared.h"
 
@@ -106,6 +107,8 @@ class SteeringProgram {
   int program_fd() const;
 
   // Port map: frames for `mac` on outer VLAN `vlan_id` (0 = untagged) go to `port_id`.
+  // `flags` are XVIO_PORT_FLAG_*. Both also keep the program's port index
+  // (xvio_port_index) in line, so write ports only through these two.
   absl::Status UpsertPort(const MacAddress& mac, std::uint16_t vlan_id, std::uint32_t port_id,
                           std::uint32_t flags = 0);
   absl::Status DeletePort(const MacAddress& mac, std::uint16_t vlan_id);
@@ -136,11 +139,17 @@ class SteeringProgram {
   int config_map_fd() const;
   int toeplitz_map_fd() const;
   int counters_map_fd() const;
+  int port_index_map_fd() const;
+  // Port entries only the port map holds (their index window was full);
+  // frames for them cost the program a hash map lookup.
+  std::size_t port_index_overflowed() const;
 
  private:
   SteeringProgram() = default;
   absl::Status AdoptPinnedMaps();
   absl::Status AfterLoad();
+  // Maps xvio_port_index and reconciles it with the port map.
+  absl::Status SetUpPortIndex();
   absl::Status RequireLoaded(std::string_view operation) const;
 
   SteeringOptions options_;
@@ -153,6 +162,9 @@ class SteeringProgram {
   // The program a previous agent attached, when AdoptAttached() found one.
   xdp_program* adopted_program_ = nullptr;
   std::vector<std::string> adopted_maps_;
+  // The mmapped xvio_port_index (XVIO_PORT_INDEX_SLOTS slots) and its writer.
+  void* port_index_memory_ = nullptr;
+  std::unique_ptr<PortIndex> port_index_;
 };
 
 // "received", "parse_error_ipv4_bad_ihl", ...: stable names for metrics.

@@ -325,6 +325,32 @@ TEST_F(SteeringAttachTest, FallsBackToSkbModeWithoutNativeXdp) {
   EXPECT_TRUE((*program)->Detach().ok());
 }
 
+// Test-runs a frame for (`mac`, `vlan_id`) and says how the program
+// classified it: "found" (a port entry, then no socket in slot 0) or
+// "unknown" (unknown unicast); with the counters otherwise.
+std::string PortCountersAfterFrame(SteeringProgram& program, const Mac& mac,
+                                   std::uint16_t vlan_id) {
+  auto before = program.ReadCounters();
+  const Bytes frame = PacketBuilder()
+                          .Ethernet(mac, MacFrom("02:00:00:00:00:aa"))
+                          .Vlan(vlan_id)
+                          .Ipv4(Ipv4From("10.0.0.1"), Ipv4From("10.0.0.2"))
+                          .Udp(1, 2)
+                          .Payload(18)
+                          .Build();
+  auto run = TestRun(program.program_fd(), frame);
+  auto after = program.ReadCounters();
+  if (!before.ok() || !run.ok() || !after.ok())
+    return "test run failed";
+  const auto delta = [&](int counter) { return (*after)[counter] - (*before)[counter]; };
+  if (delta(XVIO_COUNTER_NO_SOCKET) == 1 && delta(XVIO_COUNTER_UNKNOWN_UNICAST) == 0)
+    return "found";
+  if (delta(XVIO_COUNTER_UNKNOWN_UNICAST) == 1 && delta(XVIO_COUNTER_NO_SOCKET) == 0)
+    return "unknown";
+  return "no_socket " + std::to_string(delta(XVIO_COUNTER_NO_SOCKET)) + ", unknown_unicast " +
+         std::to_string(delta(XVIO_COUNTER_UNKNOWN_UNICAST));
+}
+
 TEST_F(SteeringAttachTest, SecondLoaderAdoptsPinnedMaps) {
   ScopedPinDirectory pins;
   const Mac vm_mac = MacFrom("02:00:00:00:00:07");
@@ -338,8 +364,10 @@ TEST_F(SteeringAttachTest, SecondLoaderAdoptsPinnedMaps) {
   }  // the loader goes away; its pinned maps stay
   auto second = SteeringProgram::Open({.pin_directory = pins.path()});
   ASSERT_TRUE(second.ok()) << second.status();
-  EXPECT_EQ((*second)->adopted_maps().size(), 5u);
+  EXPECT_EQ((*second)->adopted_maps().size(), 6u);
   ASSERT_TRUE((*second)->Load().ok());
+  EXPECT_EQ(PortCountersAfterFrame(**second, vm_mac, 12), "found")
+      << "the adopted index lost the port";
   auto config = (*second)->ReadConfig();
   ASSERT_TRUE(config.ok());
   EXPECT_TRUE(config->flags & XVIO_CONFIG_FLAG_SYMMETRIC_HASH) << "config was reset, not adopted";
@@ -357,6 +385,29 @@ TEST_F(SteeringAttachTest, SecondLoaderAdoptsPinnedMaps) {
   std::uint32_t zero = 0;
   ASSERT_EQ(bpf_map_lookup_elem((*second)->toeplitz_map_fd(), &zero, table.get()), 0);
   EXPECT_EQ(std::memcmp(table.get(), expected_table.get(), sizeof(xvio_toeplitz_table)), 0);
+}
+
+// Pins from an xvio without the port index: the new index starts empty and
+// is filled from the adopted port map, so steered ports stay steered.
+TEST_F(SteeringAttachTest, FreshPortIndexIsFilledFromAdoptedPortMap) {
+  ScopedPinDirectory pins;
+  const Mac vm_mac = MacFrom("02:00:00:00:00:08");
+  {
+    auto first = SteeringProgram::Open({.pin_directory = pins.path()});
+    ASSERT_TRUE(first.ok()) << first.status();
+    ASSERT_TRUE((*first)->Load().ok());
+    ASSERT_TRUE((*first)->UpsertPort(vm_mac, 5, 42).ok());
+    EXPECT_EQ(PortCountersAfterFrame(**first, vm_mac, 5), "found");
+    EXPECT_EQ(PortCountersAfterFrame(**first, vm_mac, 6), "unknown");
+  }
+  ASSERT_EQ(unlink((pins.path() + "/" XVIO_MAP_NAME_PORT_INDEX).c_str()), 0);
+  auto second = SteeringProgram::Open({.pin_directory = pins.path()});
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ((*second)->adopted_maps().size(), 5u);
+  ASSERT_TRUE((*second)->Load().ok());
+  EXPECT_EQ(PortCountersAfterFrame(**second, vm_mac, 5), "found");
+  ASSERT_TRUE((*second)->DeletePort(vm_mac, 5).ok());
+  EXPECT_EQ(PortCountersAfterFrame(**second, vm_mac, 5), "unknown");
 }
 
 TEST_F(SteeringAttachTest, IncompatiblePinnedMapIsRefusedWithAdvice) {

@@ -5,6 +5,9 @@
 
 #include <linux/bpf.h>
 
+#include <map>
+#include <string>
+
 #include "agent/steering/toeplitz.h"
 #include "tests/bpf/rss_vectors.h"
 
@@ -775,6 +778,171 @@ void AddPolicies(std::vector<Fixture>& out) {
   }
 }
 
+// XVIO_PORT_FLAG_NO_HASH: the port's frames carry everything but the hash,
+// unless the socket choice needs it; entries without the flag stay hashed.
+void AddHashOnDemand(std::vector<Fixture>& out) {
+  const PortEntry no_hash_port{kVmMac, 0, kPortId, XVIO_PORT_FLAG_NO_HASH};
+  const std::uint16_t sp = 40000, dp = 443;
+  {
+    Fixture f{
+        .name = "no_hash_port_ipv4_tcp_unhashed", .ports = {no_hash_port}, .verdict = XDP_REDIRECT};
+    f.input = ToVm().Ipv4(kIpv4A, kIpv4B).Tcp(sp, dp).Payload(10).Build();
+    f.metadata = Meta(kPortId).Flags(XVIO_META_FLAG_IPV4).L3(14).L4(kTcp, 34);
+    f.counters = Redirected();
+    out.push_back(f);
+  }
+  {
+    Fixture f{.name = "no_hash_port_ipv6_ext_udp_unhashed",
+              .ports = {no_hash_port},
+              .verdict = XDP_REDIRECT};
+    f.input = ToVm().Ipv6(kIpv6A, kIpv6B).Ipv6Extension(kIpv6HopByHop).Udp(sp, 53).Build();
+    f.metadata = Meta(kPortId)
+                     .Flags(XVIO_META_FLAG_IPV6 | XVIO_META_FLAG_IPV6_EXT_HEADERS)
+                     .L3(14)
+                     .L4(kUdp, 62);
+    f.counters = Redirected();
+    out.push_back(f);
+  }
+  {
+    // No hash, so nothing is ordered and the symmetric flag stays off.
+    Fixture f{.name = "no_hash_port_symmetric_config_unhashed",
+              .ports = {no_hash_port},
+              .verdict = XDP_REDIRECT};
+    f.configure = [](xvio_config& c) { c.flags |= XVIO_CONFIG_FLAG_SYMMETRIC_HASH; };
+    f.input = ToVm().Ipv4(kIpv4B, kIpv4A).Udp(dp, sp).Build();
+    f.metadata = Meta(kPortId).Flags(XVIO_META_FLAG_IPV4).L3(14).L4(kUdp, 34);
+    f.counters = Redirected();
+    out.push_back(f);
+  }
+  {
+    // The flag belongs to one (MAC, VLAN) entry: the same MAC in VLAN 100
+    // without it is hashed.
+    Fixture f{.name = "no_hash_flag_is_per_entry",
+              .ports = {no_hash_port, {kVmMac, 100, kPortId + 1, 0}},
+              .verdict = XDP_REDIRECT};
+    f.input = ToVm().Vlan(100).Ipv4(kIpv4A, kIpv4B).Udp(sp, dp).Build();
+    f.metadata = Meta(kPortId + 1)
+                     .Hash(XVIO_HASH_TYPE_UDPV4, HashIpv4(kIpv4A, kIpv4B, sp, dp))
+                     .Vlans(100)
+                     .Flags(XVIO_META_FLAG_IPV4)
+                     .L3(18)
+                     .L4(kUdp, 38);
+    f.counters = Redirected();
+    out.push_back(f);
+  }
+  {
+    // Several sockets per queue: the hash picks the socket, so it is
+    // computed (and reported) even for a port that does not want it.
+    const std::uint32_t hash = HashIpv4(kIpv4A, kIpv4B, sp, dp);
+    Fixture f{.name = "no_hash_port_hashed_for_sockets_per_queue",
+              .ports = {no_hash_port},
+              .socket_slots = {hash % 4},
+              .verdict = XDP_REDIRECT};
+    f.configure = [](xvio_config& c) { c.sockets_per_queue = 4; };
+    f.input = ToVm().Ipv4(kIpv4A, kIpv4B).Tcp(sp, dp).Build();
+    f.metadata = Meta(kPortId)
+                     .Hash(XVIO_HASH_TYPE_TCPV4, hash)
+                     .Flags(XVIO_META_FLAG_IPV4)
+                     .L3(14)
+                     .L4(kTcp, 34);
+    f.counters = Redirected();
+    out.push_back(f);
+  }
+  {
+    // The flag does not hide a disabled port.
+    Fixture f{.name = "no_hash_disabled_port_drops",
+              .ports = {{kVmMac, 0, kPortId, XVIO_PORT_FLAG_NO_HASH | XVIO_PORT_FLAG_DISABLED}},
+              .verdict = XDP_DROP};
+    f.input = ToVm().Ipv4(kIpv4A, kIpv4B).Tcp(1, 2).Build();
+    f.counters = Dropped({{XVIO_COUNTER_PORT_DISABLED, 1}});
+    out.push_back(f);
+  }
+  {
+    // Parse errors are reported with or without the flag.
+    Fixture f = MalformedDrop("no_hash_port_malformed_redirected",
+                              ToVm().Ipv4(kIpv4A, kIpv4B, {.ihl_words = 4}).Tcp(1, 2).Build(),
+                              XVIO_PARSE_ERROR_IPV4_BAD_IHL);
+    f.ports = {no_hash_port};
+    f.configure = [](xvio_config& c) { c.malformed_action = XVIO_ACTION_REDIRECT; };
+    f.verdict = XDP_REDIRECT;
+    f.metadata = Meta(kPortId).Error(XVIO_PARSE_ERROR_IPV4_BAD_IHL).L3(14);
+    f.counters = Redirected(Malformed(XVIO_PARSE_ERROR_IPV4_BAD_IHL));
+    out.push_back(f);
+  }
+}
+
+// `count` unicast MACs whose port index entries (VLAN 0) share one home slot.
+std::vector<Mac> MacsWithOneHomeSlot(std::size_t count) {
+  std::map<std::uint32_t, std::vector<Mac>> by_home;
+  for (std::uint32_t number = 0;; ++number) {
+    const Mac mac{0x02,
+                  0x00,
+                  0x00,
+                  0x01,
+                  static_cast<std::uint8_t>(number >> 8),
+                  static_cast<std::uint8_t>(number)};
+    auto& macs = by_home[xvio_port_slot_home(xvio_port_slot_key(mac.data(), 0))];
+    macs.push_back(mac);
+    if (macs.size() == count)
+      return macs;
+  }
+}
+
+// The port index (bpf/xvio_shared.h): when a key's probe window is full, the
+// program must ask the port map, for keys it holds and keys it does not.
+void AddPortIndexFallback(std::vector<Fixture>& out) {
+  const std::vector<Mac> macs = MacsWithOneHomeSlot(XVIO_PORT_INDEX_PROBES + 2);
+  std::vector<PortEntry> ports;
+  for (std::uint32_t i = 0; i <= XVIO_PORT_INDEX_PROBES; ++i)
+    ports.push_back({macs[i], 0, 100 + i, 0});
+  {
+    // The last port entry found no slot in its window.
+    const Mac& overflowed = macs[XVIO_PORT_INDEX_PROBES];
+    Fixture f{
+        .name = "port_index_full_window_asks_port_map", .ports = ports, .verdict = XDP_REDIRECT};
+    f.input = PacketBuilder()
+                  .Ethernet(overflowed, kSenderMac)
+                  .Ipv4(kIpv4A, kIpv4B)
+                  .Udp(1000, 2000)
+                  .Payload(18)
+                  .Build();
+    f.metadata = Meta(100 + XVIO_PORT_INDEX_PROBES)
+                     .Hash(XVIO_HASH_TYPE_UDPV4, HashIpv4(kIpv4A, kIpv4B, 1000, 2000))
+                     .Flags(XVIO_META_FLAG_IPV4)
+                     .L3(14)
+                     .L4(kUdp, 34);
+    f.counters = Redirected();
+    out.push_back(f);
+  }
+  {
+    Fixture f{
+        .name = "port_index_full_window_unknown_mac_passes", .ports = ports, .verdict = XDP_PASS};
+    f.input = PacketBuilder()
+                  .Ethernet(macs[XVIO_PORT_INDEX_PROBES + 1], kSenderMac)
+                  .Ipv4(kIpv4A, kIpv4B)
+                  .Udp(1000, 2000)
+                  .Payload(18)
+                  .Build();
+    f.counters = Passed({{XVIO_COUNTER_UNKNOWN_UNICAST, 1}});
+    out.push_back(f);
+  }
+  {
+    // Entries in the window answer from the index, the first and the last.
+    for (std::uint32_t i : {0u, XVIO_PORT_INDEX_PROBES - 1}) {
+      Fixture f{.name = "port_index_window_entry_" + std::to_string(i),
+                .ports = ports,
+                .verdict = XDP_REDIRECT};
+      f.input = PacketBuilder()
+                    .Ethernet(macs[i], kSenderMac)
+                    .Arp(2, kSenderMac, kIpv4A, macs[i], kIpv4B)
+                    .Build();
+      f.metadata = Meta(100 + i).Flags(XVIO_META_FLAG_ARP).L3(14);
+      f.counters = Redirected();
+      out.push_back(f);
+    }
+  }
+}
+
 void AddMalformed(std::vector<Fixture>& out) {
   {
     // The kernel's test-run refuses inputs shorter than an Ethernet header
@@ -951,6 +1119,8 @@ std::vector<Fixture> SteeringFixtures() {
   AddSymmetricHashing(fixtures);
   AddVlanCases(fixtures);
   AddPolicies(fixtures);
+  AddHashOnDemand(fixtures);
+  AddPortIndexFallback(fixtures);
   AddMalformed(fixtures);
   return fixtures;
 }

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -28,6 +29,9 @@ struct Case {
   std::string name;
   Bytes frame;
   std::function<void(xvio_config&)> configure;
+  // XVIO_PORT_FLAG_* of the VM's port entries (NO_HASH: a one-queue port
+  // without HASH_REPORT, as the relay writes it).
+  std::uint32_t port_flags = 0;
 };
 
 // One test-run of `repeat` iterations; the kernel reports the mean ns per run
@@ -125,10 +129,16 @@ int main(int argc, char** argv) {
   std::vector<Case> cases = {
       {"ipv4_tcp", to_vm().Ipv4(a4, b4).Tcp(40000, 443).Payload(6).Build(), nullptr},
       {"ipv4_udp", to_vm().Ipv4(a4, b4).Udp(5353, 53).Payload(18).Build(), nullptr},
+      {"ipv4_tcp_no_hash_port", to_vm().Ipv4(a4, b4).Tcp(40000, 443).Payload(6).Build(), nullptr,
+       XVIO_PORT_FLAG_NO_HASH},
+      {"ipv4_udp_no_hash_port", to_vm().Ipv4(a4, b4).Udp(5353, 53).Payload(18).Build(), nullptr,
+       XVIO_PORT_FLAG_NO_HASH},
       {"ipv4_tcp_symmetric", to_vm().Ipv4(b4, a4).Tcp(443, 40000).Payload(6).Build(),
        [](xvio_config& c) { c.flags |= XVIO_CONFIG_FLAG_SYMMETRIC_HASH; }},
       {"ipv6_tcp", to_vm().Ipv6(a6, b6).Tcp(40000, 443).Build(), nullptr},
       {"ipv6_udp", to_vm().Ipv6(a6, b6).Udp(5353, 53).Build(), nullptr},
+      {"ipv6_udp_no_hash_port", to_vm().Ipv6(a6, b6).Udp(5353, 53).Build(), nullptr,
+       XVIO_PORT_FLAG_NO_HASH},
       {"ipv6_udp_2_ext_headers",
        to_vm()
            .Ipv6(a6, b6)
@@ -215,8 +225,9 @@ int main(int argc, char** argv) {
     xvio_config config = xvio::steering::DefaultSteeringConfig();
     if (c.configure)
       c.configure(config);
-    if (!program.WriteConfig(config).ok() || !program.UpsertPort(vm, 0, 7).ok() ||
-        !program.UpsertPort(vm, 100, 7).ok() || !program.UpsertPort(vm, 200, 7).ok() ||
+    if (!program.WriteConfig(config).ok() || !program.UpsertPort(vm, 0, 7, c.port_flags).ok() ||
+        !program.UpsertPort(vm, 100, 7, c.port_flags).ok() ||
+        !program.UpsertPort(vm, 200, 7, c.port_flags).ok() ||
         !program.SetSocket(0, (*lab)->socket_fd()).ok()) {
       std::fprintf(stderr, "map set-up failed\n");
       return 1;
