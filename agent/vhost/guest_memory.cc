@@ -159,8 +159,8 @@ std::byte* GuestMemory::TranslateFrontendVirtual(uint64_t address, uint64_t leng
   return nullptr;
 }
 
-int GuestMemory::TranslateGuestPhysicalSegments(uint64_t gpa, uint64_t length_bytes,
-                                                std::span<HostSegment> segments) const {
+int GuestMemory::TranslateAcrossRegions(uint64_t gpa, uint64_t length_bytes,
+                                        std::span<HostSegment> segments) const {
   int count = 0;
   while (length_bytes > 0) {
     const Region* region = FindGuestPhysical(gpa);

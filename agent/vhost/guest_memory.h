@@ -58,8 +58,25 @@ class GuestMemory {
   // pieces would be needed.
   static constexpr int kUnmapped = -1;
   static constexpr int kOutOfSegments = -2;
+  // Inline for the datapath (a call per descriptor): a range inside one
+  // region, the common case, costs one short scan. Lengths are descriptor
+  // lengths (u32), so every piece fits a HostSegment.
   int TranslateGuestPhysicalSegments(uint64_t gpa, uint64_t length_bytes,
-                                     std::span<HostSegment> segments) const;
+                                     std::span<HostSegment> segments) const {
+    for (const Region& region : regions_) {
+      // Unsigned subtraction: gpa below the region wraps to a huge offset.
+      const uint64_t offset = gpa - region.guest_phys_addr;
+      if (offset < region.size_bytes) {
+        // length_bytes - 1 wraps for 0, which takes the general path.
+        if (length_bytes - 1 < region.size_bytes - offset && !segments.empty()) {
+          segments[0] = HostSegment{region.host_base + offset, static_cast<uint32_t>(length_bytes)};
+          return 1;
+        }
+        break;
+      }
+    }
+    return TranslateAcrossRegions(gpa, length_bytes, segments);
+  }
 
   // Guest-physical address of the byte at `host` (for dirty logging), or
   // UINT64_MAX when it is not guest memory.
@@ -75,6 +92,9 @@ class GuestMemory {
     size_t mapping_bytes;
   };
   const Region* FindGuestPhysical(uint64_t gpa) const;
+  // TranslateGuestPhysicalSegments for ranges that span regions (or are empty).
+  int TranslateAcrossRegions(uint64_t gpa, uint64_t length_bytes,
+                             std::span<HostSegment> segments) const;
 
   std::vector<Region> regions_;  // reserved to kMaxRegions, never reallocates
 };

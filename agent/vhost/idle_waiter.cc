@@ -13,9 +13,9 @@
 namespace xvio::vhost {
 namespace {
 
-void Increment(std::atomic<uint64_t>& counter) {
+void Increment(std::atomic<uint64_t>& counter, uint64_t amount = 1) {
   // Single writer: a plain load+store, no locked read-modify-write.
-  counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  counter.store(counter.load(std::memory_order_relaxed) + amount, std::memory_order_relaxed);
 }
 
 }  // namespace
@@ -106,13 +106,18 @@ void IdleWaiter::Sleep(bool poll_soon) {
     LogLine("idle: slept on %d fds, woke with %d events", watched_.size() + 1, count);
   for (int i = 0; i < count; ++i) {
     const uint64_t index = events[i].data.u64;
-    uint64_t value;
+    uint64_t value = 0;
     // Eventfds (wake, kicks) are read to re-arm them; sockets are left for
     // the worker's next round to consume.
-    if (index == ~uint64_t{0})
+    if (index == ~uint64_t{0}) {
+      Increment(eventfd_reads_);
       (void)read(wake_fd_, &value, sizeof(value));
-    else if (index < watched_.size() && watched_[index].owned_and_drained)
-      (void)read(watched_[index].fd, &value, sizeof(value));
+    } else if (index < watched_.size() && watched_[index].owned_and_drained) {
+      Increment(eventfd_reads_);
+      // An eventfd holds the sum of its writes: the kicks since the last read.
+      if (read(watched_[index].fd, &value, sizeof(value)) == sizeof(value))
+        Increment(kicks_, value);
+    }
   }
   if (count > 0)
     Increment(wakeups_);

@@ -41,6 +41,9 @@ class IdleWaiter {
   // Sleep at most this long when something only polling sees may be due.
   static constexpr int kShortSleepMs = 1;
 
+  // `idle_poll`: how long idle rounds keep polling before a sleep. 0 sleeps
+  // at the first idle round (interrupt mode); a bound longer than the
+  // process lives never sleeps (busy mode).
   explicit IdleWaiter(std::chrono::microseconds idle_poll);
   ~IdleWaiter();
   IdleWaiter(const IdleWaiter&) = delete;
@@ -48,6 +51,9 @@ class IdleWaiter {
 
   // From any thread: ends the current sleep, or the next one. Never blocks.
   void Wake();
+  // False if the wake eventfd could not be made: Wake() then only takes
+  // effect within kLongSleepMs (owners that need prompt wakes refuse this).
+  bool can_wake() const { return wake_fd_ >= 0; }
 
   // --- worker thread only --------------------------------------------------
 
@@ -68,7 +74,15 @@ class IdleWaiter {
   template <typename AddSources, typename Arm, typename Disarm>
   bool IdleRound(uint64_t wait_set_key, AddSources&& add_sources, Arm&& arm, Disarm&& disarm,
                  bool poll_soon = false) {
-    if (!IdleLongEnough())
+    return IdleRoundAt(std::chrono::steady_clock::now(), wait_set_key, add_sources, arm, disarm,
+                       poll_soon);
+  }
+  // The same, for a worker that has already read the clock this round
+  // (`now`): idle rounds then cost no second clock read.
+  template <typename AddSources, typename Arm, typename Disarm>
+  bool IdleRoundAt(std::chrono::steady_clock::time_point now, uint64_t wait_set_key,
+                   AddSources&& add_sources, Arm&& arm, Disarm&& disarm, bool poll_soon = false) {
+    if (!IdleLongEnough(now))
       return false;
     if (wait_set_key != wait_set_key_ || epoll_fd_ < 0) {
       WaitSet set = BeginWaitSet();
@@ -89,6 +103,10 @@ class IdleWaiter {
   // Counters, single writer (the worker), readable from any thread.
   uint64_t sleeps() const { return sleeps_.load(std::memory_order_relaxed); }
   uint64_t wakeups() const { return wakeups_.load(std::memory_order_relaxed); }  // not timeouts
+  // read()s re-arming the wake eventfd and kick duplicates after a sleep.
+  uint64_t eventfd_reads() const { return eventfd_reads_.load(std::memory_order_relaxed); }
+  // Guest kicks consumed: the sum of the kick eventfds' counts read.
+  uint64_t kicks() const { return kicks_.load(std::memory_order_relaxed); }
   // Descriptors in the wait set besides the wake eventfd (tests).
   size_t watched_fds() const { return watched_.size(); }
   // How long the next sleep may last: kShortSleepMs while a polling driver
@@ -103,8 +121,7 @@ class IdleWaiter {
     bool owned_and_drained;  // our eventfd duplicate: read to re-arm, closed by us
   };
   // True once idle rounds have lasted idle_poll (the first one starts the clock).
-  bool IdleLongEnough() {
-    const auto now = std::chrono::steady_clock::now();
+  bool IdleLongEnough(std::chrono::steady_clock::time_point now) {
     if (!idle_since_known_) {
       idle_since_ = now;
       idle_since_known_ = true;
@@ -126,6 +143,8 @@ class IdleWaiter {
   bool polling_driver_ = false;  // a ready queue without kick fd is in the set
   std::atomic<uint64_t> sleeps_{0};
   std::atomic<uint64_t> wakeups_{0};
+  std::atomic<uint64_t> eventfd_reads_{0};
+  std::atomic<uint64_t> kicks_{0};
 };
 
 }  // namespace xvio::vhost

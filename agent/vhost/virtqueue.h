@@ -122,8 +122,10 @@ class VirtQueue {
   // without consuming them. Returns burst.count.
   uint16_t PeekTransmit(TransmitBurst& burst);
   // Returns the first `count` peeked chains to the driver (one used-index
-  // update, at most one interrupt).
-  void CompleteTransmit(const TransmitBurst& burst, uint16_t count);
+  // update, at most one interrupt). True if it interrupted the driver (a
+  // call eventfd write): the queue's only burst writer can count its
+  // interrupts without reading counters().notifications around the burst.
+  bool CompleteTransmit(const TransmitBurst& burst, uint16_t count);
 
   // Copies frames into guest receive buffers (mergeable when negotiated),
   // one used-index update and at most one interrupt for the burst. A partial
@@ -198,13 +200,20 @@ class VirtQueue {
   // paid one after another during the walk. Reads only; the walk validates.
   static constexpr uint16_t kPrefetchChains = 32;
   void PrefetchSplitChains(uint16_t count, bool for_write) const;
+  // Packed rings: the same for up to `count` (at most kPrefetchChains)
+  // descriptors from the next slot on. The descriptors lie in ring order,
+  // so their lines are requested first, then the buffer of each slot the
+  // driver has made available (every descriptor of a chain carries the
+  // avail/used bits, so chain continuations are prefetched too).
+  void PrefetchPackedChains(uint16_t count, bool for_write) const;
   bool PackedSlotAvailable(uint16_t slot, bool wrap) const;
   uint16_t PendingSplit(QueueError& error) const;
   void PushUsed(uint16_t id, uint32_t length_bytes, uint16_t descriptor_count);
   void FlushUsed();
   void FlushUsedSplit();
   void FlushUsedPacked();
-  void NotifyDriver();
+  // Signals the call eventfd unless the driver suppressed it; true if it did.
+  bool NotifyDriver();
   void LogWrite(const std::byte* host, uint64_t length_bytes) const;
 
   std::atomic_flag lock_ = ATOMIC_FLAG_INIT;

@@ -77,6 +77,34 @@ TEST_F(IdleWaiterTest, KickEndsTheSleepAndIsConsumed) {
   EXPECT_EQ(poll(&kick, 1, 0), 0) << "the kick was not read: the next sleep would end at once";
 }
 
+TEST_F(IdleWaiterTest, CountsTheKicksConsumedAndTheEventfdReads) {
+  IdleWaiter waiter(kSleepAtOnce);
+  ASSERT_EQ(eventfd_write(tx().kick_fd(), 3), 0);  // three kicks before the worker sleeps
+  ASSERT_TRUE(Round(waiter, 1));
+  EXPECT_EQ(waiter.kicks(), 3u) << "an eventfd read returns the sum of the kicks";
+  EXPECT_EQ(waiter.eventfd_reads(), 1u);
+  waiter.Wake();  // the wake eventfd is read too, but is no guest kick
+  ASSERT_TRUE(Round(waiter, 1));
+  EXPECT_EQ(waiter.kicks(), 3u);
+  EXPECT_EQ(waiter.eventfd_reads(), 2u);
+}
+
+TEST_F(IdleWaiterTest, IdleRoundAtUsesTheCallersClock) {
+  IdleWaiter waiter(std::chrono::milliseconds(5));
+  const auto start = std::chrono::steady_clock::now();
+  waiter.Worked();
+  auto round = [&](std::chrono::steady_clock::time_point now) {
+    return waiter.IdleRoundAt(
+        now, 1, [&](IdleWaiter::WaitSet& set) { set.AddKick(tx()); }, [] { return true; }, [] {});
+  };
+  EXPECT_FALSE(round(start));  // the first idle round starts the idle clock
+  EXPECT_FALSE(round(start + std::chrono::milliseconds(4)));
+  waiter.Wake();  // end the sleep at once
+  EXPECT_TRUE(round(start + std::chrono::milliseconds(5)))
+      << "idle_poll has passed on the caller's clock";
+  EXPECT_EQ(waiter.sleeps(), 1u);
+}
+
 TEST_F(IdleWaiterTest, WakeFromAnotherThreadEndsTheSleep) {
   IdleWaiter waiter(kSleepAtOnce);
   std::thread waker([&] { waiter.Wake(); });  // before or during the sleep: both must count
