@@ -121,10 +121,30 @@ std::string RenderPrometheus(const v1::Stats& stats, const v1::AgentInfo& info) 
   for (const auto& uplink : stats.uplinks()) {
     AddTraffic(out, "xvio_uplink", {{"uplink", uplink.uplink()}}, uplink.total());
     for (const auto& queue : uplink.queues()) {
-      AddTraffic(out, "xvio_uplink_queue",
-                 {{"uplink", uplink.uplink()}, {"queue", absl::StrCat(queue.queue())}},
-                 queue.counters());
+      const Labels labels = {{"uplink", uplink.uplink()}, {"queue", absl::StrCat(queue.queue())}};
+      AddTraffic(out, "xvio_uplink_queue", labels, queue.counters());
+      out.Gauge("xvio_uplink_queue_worker",
+                "The worker that owns the uplink queue's AF_XDP socket.", labels, queue.worker());
     }
+    const v1::UplinkOffloadCounters& offloads = uplink.offloads();
+    const char* const kChecksumHelp =
+        "Uplink frames for GUEST_CSUM guests whose TCP/UDP checksum the relay verified, by "
+        "result (valid: marked DATA_VALID; invalid: left unmarked; not_checked: not checkable).";
+    for (const auto& [result, count] :
+         {std::pair<const char*, uint64_t>{"valid", offloads.rx_checksums_valid()},
+          {"invalid", offloads.rx_checksums_invalid()},
+          {"not_checked", offloads.rx_checksums_not_checked()}}) {
+      out.Counter("xvio_uplink_rx_checksums_total", kChecksumHelp,
+                  {{"uplink", uplink.uplink()}, {"result", result}}, count);
+    }
+    out.Counter("xvio_uplink_tx_frames_segmented_total",
+                "Guest GSO frames the relay segmented in software on their way out.",
+                {{"uplink", uplink.uplink()}}, offloads.tx_frames_segmented());
+    out.Counter("xvio_uplink_tx_segments_produced_total", "Segments those GSO frames became.",
+                {{"uplink", uplink.uplink()}}, offloads.tx_segments_produced());
+    out.Counter("xvio_uplink_tx_checksums_completed_total",
+                "Guest frames (no GSO) whose partial checksum the relay completed.",
+                {{"uplink", uplink.uplink()}}, offloads.tx_checksums_completed());
   }
   for (const auto& worker : stats.workers()) {
     const Labels labels = {{"worker", absl::StrCat(worker.worker())},
@@ -139,6 +159,23 @@ std::string RenderPrometheus(const v1::Stats& stats, const v1::AgentInfo& info) 
                 worker.kicks());
     out.Counter("xvio_worker_syscalls_total", "System calls the worker made.", labels,
                 worker.syscalls());
+    // Which uplink and queues it serves: an info gauge per queue, so the
+    // labels of the counters above stay as they were.
+    for (uint32_t queue : worker.uplink_queues()) {
+      out.Gauge("xvio_worker_uplink_queue_info",
+                "An uplink queue the worker owns (value is always 1).",
+                {{"worker", absl::StrCat(worker.worker())},
+                 {"uplink", worker.uplink()},
+                 {"queue", absl::StrCat(queue)}},
+                1);
+    }
+    std::map<std::string, uint64_t> drops(worker.drops().begin(), worker.drops().end());
+    for (const auto& [reason, count] : drops) {
+      Labels with_reason = labels;
+      with_reason.emplace_back("reason", reason);
+      out.Counter("xvio_worker_drops_total", "Frames the worker dropped, by the relay's reasons.",
+                  with_reason, count);
+    }
   }
   const v1::ControlStats& control = stats.control();
   for (const auto& request : control.requests()) {

@@ -170,6 +170,15 @@ void AddAgentFlags(CLI::App& app, AgentFlags& flags) {
                  "How long in-flight RPCs get to finish on shutdown")
       ->check(CLI::Range(0, 60000))
       ->capture_default_str();
+  app.add_option("--attach-retry-ms", flags.attach_retry_ms,
+                 "Wait after a failed uplink attach before the next attempt (doubling after each "
+                 "further failure); also how often a missing interface is looked for")
+      ->check(CLI::Range(10, 3600000))
+      ->capture_default_str();
+  app.add_option("--attach-retry-max-ms", flags.attach_retry_max_ms,
+                 "Longest wait between failed uplink attaches")
+      ->check(CLI::Range(10, 3600000))
+      ->capture_default_str();
 }
 
 absl::StatusOr<std::vector<uint32_t>> ParseCpuList(const std::string& text) {
@@ -271,6 +280,12 @@ absl::StatusOr<AgentSettings> ResolveAgentFlags(const AgentFlags& flags) {
   settings.exit_policy = flags.on_exit == "detach" ? control::DatapathExitPolicy::kDetach
                                                    : control::DatapathExitPolicy::kKeep;
   settings.shutdown_grace_ms = flags.shutdown_grace_ms;
+  if (flags.attach_retry_max_ms < flags.attach_retry_ms)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--attach-retry-max-ms ", flags.attach_retry_max_ms, " is below --attach-retry-ms ",
+        flags.attach_retry_ms, ": the longest wait cannot be shorter than the first"));
+  settings.attach_retry_ms = flags.attach_retry_ms;
+  settings.attach_retry_max_ms = flags.attach_retry_max_ms;
   return settings;
 }
 

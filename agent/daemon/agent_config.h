@@ -35,6 +35,8 @@ struct AgentFlags {
   std::string log_format = "text";
   std::string on_exit = "keep";
   int shutdown_grace_ms = 2000;
+  int attach_retry_ms = 1000;
+  int attach_retry_max_ms = 30000;
 };
 
 // Adds every flag, the --config option (YAML) and --version to `app`.
@@ -50,6 +52,10 @@ struct AgentSettings {
   std::string log_format;
   control::DatapathExitPolicy exit_policy = control::DatapathExitPolicy::kKeep;
   int shutdown_grace_ms = 2000;
+  // Backoff of failed uplink attaches (RelayDatapathOptions::retry_interval
+  // and max_retry_interval).
+  int attach_retry_ms = 1000;
+  int attach_retry_max_ms = 30000;
 };
 absl::StatusOr<AgentSettings> ResolveAgentFlags(const AgentFlags& flags);
 

@@ -64,6 +64,8 @@ int Run(const xvio::daemon::AgentSettings& settings) {
   datapath_options.bpf_pin_dir = settings.control_plane.bpf_pin_dir;
   datapath_options.worker_cpus = settings.control_plane.worker_cpus;
   datapath_options.poll_mode = settings.control_plane.poll_mode;
+  datapath_options.retry_interval = std::chrono::milliseconds(settings.attach_retry_ms);
+  datapath_options.max_retry_interval = std::chrono::milliseconds(settings.attach_retry_max_ms);
   // Also when start-up fails half way: what a previous agent left attached
   // stays for the next attempt unless --on-exit detach.
   datapath_options.exit_policy_on_destroy = settings.exit_policy;

@@ -205,6 +205,13 @@ v1::XdpMode XdpModeOf(const steering::AttachResult& attach) {
   return attach.mode == steering::XdpMode::kSkb ? v1::XDP_MODE_SKB : v1::XDP_MODE_NATIVE;
 }
 
+// "30 s", or "250 ms" for what is not whole seconds.
+std::string DurationText(std::chrono::milliseconds duration) {
+  if (duration.count() % 1000 == 0)
+    return absl::StrCat(duration.count() / 1000, " s");
+  return absl::StrCat(duration.count(), " ms");
+}
+
 void SetStatus(v1::DatapathStatus& status, v1::DatapathState state, std::string message) {
   status.set_state(state);
   status.set_message(std::move(message));
@@ -295,6 +302,24 @@ void RelayDatapath::ApplyUplinkChange(const UplinkChange& change) {
   std::lock_guard lock(mutex_);
   if (shut_down_)
     return;
+  if (change.before != nullptr && change.after != nullptr) {
+    auto it = uplinks_.find(change.after->name());
+    if (it != uplinks_.end() && it->second.relay == nullptr) {
+      // Nothing attached to preserve: the new spec, tried at once.
+      it->second.uplink = *change.after;
+      it->second.failed_attempts = 0;
+      it->second.error.clear();
+      AttachLocked(it->second);
+      return;
+    }
+    std::string reason;
+    if (it != uplinks_.end() && UpdateInPlaceLocked(it->second, *change.after, reason)) {
+      spdlog::info("uplink {}: spec applied in place (steering and sockets kept)",
+                   change.after->name());
+      return;
+    }
+    spdlog::info("uplink {}: recreating the relay: {}", change.after->name(), reason);
+  }
   if (change.before != nullptr)
     RemoveUplinkLocked(change.before->name());
   if (change.after != nullptr)
@@ -394,29 +419,13 @@ void RelayDatapath::RemoveUplinkLocked(const std::string& name) {
   uplinks_.erase(it);
 }
 
-void RelayDatapath::AttachLocked(UplinkState& state) {
+std::pair<relay::UplinkRelayOptions, relay::SwitchingOptions> RelayDatapath::RelayOptionsLocked(
+    const UplinkState& state, uint32_t queue_count) const {
   const v1::UplinkSpec& spec = state.uplink.spec();
-  const std::string& name = state.uplink.name();
-  auto fail = [&](std::string error, bool missing) {
-    if (error != state.error)
-      spdlog::warn("uplink {}: {}; retrying every {} ms", name, error,
-                   options_.retry_interval.count());
-    state.error = std::move(error);
-    state.interface_missing = missing;
-  };
-  const unsigned ifindex = if_nametoindex(spec.interface().c_str());
-  if (ifindex == 0) {
-    fail(absl::StrCat("interface '", spec.interface(),
-                      "' does not exist in the agent's network namespace"),
-         true);
-    return;
-  }
   relay::UplinkRelayOptions relay_options;
   relay_options.interface_name = spec.interface();
-  const uint32_t queue_count =
-      spec.queue_count() != 0 ? spec.queue_count() : InterfaceQueueCount(spec.interface());
   relay_options.queue_count = queue_count;
-  relay_options.steering.pin_directory = (options_.bpf_pin_dir / name).string();
+  relay_options.steering.pin_directory = (options_.bpf_pin_dir / state.uplink.name()).string();
   relay_options.allow_skb_fallback = spec.xdp_mode() != v1::XDP_MODE_NATIVE;
   relay_options.skb_only = spec.xdp_mode() == v1::XDP_MODE_SKB;
   relay_options.bind_mode = spec.bind_mode() == v1::XSK_BIND_MODE_COPY ? xsk::BindMode::kCopy
@@ -459,23 +468,66 @@ void RelayDatapath::AttachLocked(UplinkState& state) {
                             : options_.poll_mode == v1::POLL_MODE_INTERRUPT
                                 ? std::chrono::microseconds(0)
                                 : options_.adaptive_idle_poll;
+  return {std::move(relay_options), switching};
+}
+
+void RelayDatapath::AttachLocked(UplinkState& state) {
+  const v1::UplinkSpec& spec = state.uplink.spec();
+  const std::string& name = state.uplink.name();
+  const unsigned ifindex = if_nametoindex(spec.interface().c_str());
+  if (ifindex == 0) {
+    // Looking is cheap: every retry_interval, no backoff.
+    state.error = absl::StrCat("interface '", spec.interface(),
+                               "' does not exist in the agent's network namespace");
+    if (!state.interface_missing)
+      spdlog::warn("uplink {}: {}; looking for it every {} ms", name, state.error,
+                   options_.retry_interval.count());
+    state.interface_missing = true;
+    state.failed_attempts = 0;
+    return;
+  }
+  // Attaching is not: after each failure on the same interface the wait
+  // doubles, up to max_retry_interval.
+  auto fail = [&](std::string error) {
+    if (state.failed_ifindex != ifindex)
+      state.failed_attempts = 0;
+    state.failed_ifindex = ifindex;
+    ++state.failed_attempts;
+    const uint32_t doublings = std::min<uint32_t>(state.failed_attempts - 1, 30);
+    state.retry_delay = std::min(options_.max_retry_interval,
+                                 std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     options_.retry_interval * (uint64_t{1} << doublings)));
+    state.next_attempt = std::chrono::steady_clock::now() + state.retry_delay;
+    if (error != state.error || state.interface_missing)
+      spdlog::warn("uplink {}: {}; retrying in {} ms (attempt {})", name, error,
+                   state.retry_delay.count(), state.failed_attempts);
+    state.error = std::move(error);
+    state.interface_missing = false;
+  };
+  const uint32_t queue_count =
+      spec.queue_count() != 0 ? spec.queue_count() : InterfaceQueueCount(spec.interface());
+  auto [relay_options, switching] = RelayOptionsLocked(state, queue_count);
   relay_options.keep_attached_on_destroy = [this] {
     return keep_attached_.load(std::memory_order_acquire);
   };
   if (absl::Status bpffs = PrepareBpffs(options_.bpf_pin_dir); !bpffs.ok()) {
-    fail(std::string(bpffs.message()), false);
+    fail(std::string(bpffs.message()));
     return;
   }
+  const auto worker_count = static_cast<uint32_t>(relay_options.worker_cpus.size());
   auto created = relay::UplinkRelay::Create(std::move(relay_options), switching);
   if (!created.ok()) {
-    fail(std::string(created.status().message()), false);
+    fail(std::string(created.status().message()));
     return;
   }
   state.relay = std::move(*created);
   state.queue_count = queue_count;
+  state.worker_count = worker_count;
   state.ifindex = ifindex;
   state.error.clear();
   state.interface_missing = false;
+  state.failed_attempts = 0;
+  state.failed_ifindex = 0;
   state.relay->Start();
   const relay::RelayStats stats = state.relay->Stats();
   spdlog::info("uplink {}: steering {} on {} in {} mode ({}), program id {}, {} AF_XDP socket(s)",
@@ -487,6 +539,39 @@ void RelayDatapath::AttachLocked(UplinkState& state) {
     if (port.port.spec().uplink() == name)
       ServePortLocked(port);
   }
+}
+
+bool RelayDatapath::UpdateInPlaceLocked(UplinkState& state, const v1::Uplink& updated,
+                                        std::string& reason) {
+  const v1::UplinkSpec& before = state.uplink.spec();
+  const v1::UplinkSpec& after = updated.spec();
+  // These decide what is attached and bound: the interface, the program's
+  // attach mode, the sockets (how many, copy or zero-copy; the UMEMs and the
+  // workers' queue split follow from them).
+  if (before.interface() != after.interface()) {
+    reason = "interface changed";
+  } else if (before.xdp_mode() != after.xdp_mode()) {
+    reason = "xdp_mode changed (the program is attached again)";
+  } else if (before.bind_mode() != after.bind_mode()) {
+    reason = "bind_mode changed (the AF_XDP sockets are bound again)";
+  } else if ((after.queue_count() != 0
+                  ? after.queue_count()
+                  : InterfaceQueueCount(after.interface())) != state.queue_count) {
+    reason = "queue_count changed (the AF_XDP sockets are made again)";
+  }
+  if (!reason.empty())
+    return false;
+  const v1::Uplink previous = state.uplink;
+  state.uplink = updated;
+  auto [relay_options, switching] = RelayOptionsLocked(state, state.queue_count);
+  if (absl::Status applied =
+          state.relay->UpdateSettings(relay::UplinkRelay::LiveSettingsOf(relay_options, switching));
+      !applied.ok()) {
+    state.uplink = previous;
+    reason = absl::StrCat("applying the settings in place failed: ", applied.message());
+    return false;
+  }
+  return true;
 }
 
 void RelayDatapath::DetachLocked(UplinkState& state) {
@@ -608,12 +693,26 @@ void RelayDatapath::UnservePortLocked(PortState& state) {
 void RelayDatapath::RetryLoop() {
   std::unique_lock lock(mutex_);
   while (!shut_down_) {
-    retry_wakeup_.wait_for(lock, options_.retry_interval);
+    // The next due attach, but at least every retry_interval (missing
+    // interfaces, disappearing ones).
+    auto wake_at = std::chrono::steady_clock::now() + options_.retry_interval;
+    for (const auto& [name, state] : uplinks_) {
+      if (state.relay == nullptr && !state.interface_missing && state.failed_attempts > 0)
+        wake_at = std::min(wake_at, state.next_attempt);
+    }
+    retry_wakeup_.wait_until(lock, wake_at);
     if (shut_down_)
       break;
+    const auto now = std::chrono::steady_clock::now();
     for (auto& [name, state] : uplinks_) {
       if (state.relay == nullptr) {
-        AttachLocked(state);
+        // A backed-off attach waits for its time, unless the interface was
+        // replaced meanwhile (a new one starts afresh).
+        const unsigned ifindex = if_nametoindex(state.uplink.spec().interface().c_str());
+        const bool backing_off = !state.interface_missing && state.failed_attempts > 0 &&
+                                 ifindex == state.failed_ifindex && now < state.next_attempt;
+        if (!backing_off)
+          AttachLocked(state);
       } else if (if_nametoindex(state.uplink.spec().interface().c_str()) != state.ifindex) {
         // The interface went away (and its XDP program with it), or another
         // one took its name: serve again once it is back.
@@ -623,6 +722,7 @@ void RelayDatapath::RetryLoop() {
         state.error = absl::StrCat("interface '", state.uplink.spec().interface(),
                                    "' disappeared from the agent's network namespace");
         state.interface_missing = true;
+        state.failed_attempts = 0;
         AttachLocked(state);  // at once if it is already back
       }
     }
@@ -634,12 +734,23 @@ void RelayDatapath::RetryLoop() {
 void RelayDatapath::FillUplinkStatus(const v1::Uplink& uplink, v1::UplinkStatus& status) const {
   std::lock_guard lock(mutex_);
   auto it = uplinks_.find(uplink.name());
-  if (it == uplinks_.end() || it->second.relay == nullptr) {
-    const std::string error = it == uplinks_.end() ? "not applied yet" : it->second.error;
-    SetStatus(*status.mutable_datapath(),
-              it != uplinks_.end() && it->second.interface_missing ? v1::DATAPATH_STATE_PENDING
-                                                                   : v1::DATAPATH_STATE_FAILED,
-              absl::StrCat(error, "; retrying every ", options_.retry_interval.count(), " ms"));
+  if (it == uplinks_.end()) {
+    SetStatus(*status.mutable_datapath(), v1::DATAPATH_STATE_PENDING, "not applied yet");
+    return;
+  }
+  if (it->second.relay == nullptr) {
+    const UplinkState& state = it->second;
+    if (state.interface_missing) {
+      SetStatus(*status.mutable_datapath(), v1::DATAPATH_STATE_PENDING,
+                absl::StrCat(state.error, "; looking for it every ",
+                             DurationText(options_.retry_interval)));
+    } else {
+      SetStatus(*status.mutable_datapath(), v1::DATAPATH_STATE_FAILED,
+                absl::StrCat(state.error, "; attempt ", state.failed_attempts,
+                             " failed, retrying in ", DurationText(state.retry_delay),
+                             " (the wait doubles up to ", DurationText(options_.max_retry_interval),
+                             "; updating the uplink retries at once)"));
+    }
     return;
   }
   const UplinkState& state = it->second;
@@ -738,7 +849,7 @@ v1::DatapathInfo RelayDatapath::Info() const {
               absl::StrCat("uplinks not attached: ", absl::StrJoin(waiting, "; ")));
   } else {
     SetStatus(*info.mutable_status(), v1::DATAPATH_STATE_READY,
-              absl::StrCat(workers, " uplink(s) attached, one worker each"));
+              absl::StrCat(uplinks_.size(), " uplink(s) attached, ", workers, " worker(s)"));
   }
   return info;
 }
@@ -768,6 +879,17 @@ std::vector<v1::FdbEntry> RelayDatapath::LearnedFdbEntries() const {
   return entries;
 }
 
+uint32_t RelayDatapath::FirstWorkerNumberLocked(const std::string& uplink) const {
+  uint32_t number = 0;
+  for (const auto& [name, state] : uplinks_) {
+    if (name == uplink)
+      break;
+    if (state.relay != nullptr)
+      number += state.worker_count;
+  }
+  return number;
+}
+
 void RelayDatapath::CollectStats(v1::Stats& stats) const {
   std::lock_guard lock(mutex_);
   bool attached = false;
@@ -790,6 +912,33 @@ void RelayDatapath::CollectStats(v1::Stats& stats) const {
     drops["kernel_rx_ring_full"] = relay_stats.kernel_rx_ring_full;
     drops["kernel_fill_ring_empty"] = relay_stats.kernel_fill_ring_empty;
     drops["kernel_tx_invalid"] = relay_stats.kernel_tx_invalid;
+    uint64_t wakeups = 0;
+    for (const relay::RelayQueueStats& queue : relay_stats.queues) {
+      v1::QueueStats& out = *uplink_stats.add_queues();
+      out.set_queue(queue.queue);
+      out.set_worker(FirstWorkerNumberLocked(it->first) + queue.worker);
+      v1::TrafficCounters& counters = *out.mutable_counters();
+      counters.set_rx_frames(queue.rx_frames);
+      counters.set_rx_bytes(queue.rx_bytes);
+      counters.set_tx_frames(queue.tx_frames);
+      counters.set_tx_bytes(queue.tx_bytes);
+      counters.set_kicks(queue.wakeup_syscalls);
+      counters.set_syscalls(queue.syscalls);
+      auto& queue_drops = *counters.mutable_drops();
+      queue_drops["kernel_rx_dropped"] = queue.kernel.rx_dropped;
+      queue_drops["kernel_rx_ring_full"] = queue.kernel.rx_ring_full;
+      queue_drops["kernel_fill_ring_empty"] = queue.kernel.rx_fill_ring_empty_descs;
+      queue_drops["kernel_tx_invalid"] = queue.kernel.tx_invalid_descs;
+      wakeups += queue.wakeup_syscalls;
+    }
+    total.set_kicks(wakeups);
+    v1::UplinkOffloadCounters& offloads = *uplink_stats.mutable_offloads();
+    offloads.set_rx_checksums_valid(relay_stats.rx_checksums_valid);
+    offloads.set_rx_checksums_invalid(relay_stats.rx_checksums_invalid);
+    offloads.set_rx_checksums_not_checked(relay_stats.rx_checksums_not_checked);
+    offloads.set_tx_frames_segmented(relay_stats.offload_frames_segmented);
+    offloads.set_tx_segments_produced(relay_stats.offload_segments_produced);
+    offloads.set_tx_checksums_completed(relay_stats.offload_checksums_completed);
   }
   for (auto& port_stats : *stats.mutable_ports()) {
     auto it = ports_.find(port_stats.port());
@@ -815,6 +964,12 @@ void RelayDatapath::CollectStats(v1::Stats& stats) const {
       v1::WorkerStats& out = *stats.add_workers();
       out.set_worker(worker++);
       out.set_cpu(counters.cpu);
+      out.set_uplink(name);
+      for (uint32_t queue : counters.uplink_queues)
+        out.add_uplink_queues(queue);
+      auto& drops = *out.mutable_drops();
+      for (size_t i = 0; i < static_cast<size_t>(relay::DropReason::kCount); ++i)
+        drops[relay::DropReasonName(static_cast<relay::DropReason>(i))] = counters.drops[i];
       out.set_polls(counters.polls);
       out.set_busy_polls(counters.busy_polls);
       out.set_sleeps(counters.sleeps);

@@ -1,5 +1,5 @@
 // The datapath xvio-agent runs: every uplink of the desired state becomes an
-// UplinkRelay (XDP steering, AF_XDP sockets, one worker thread), every port a
+// UplinkRelay (XDP steering, AF_XDP sockets, worker threads), every port a
 // vhost-user socket that the relay of the port's uplink serves. Uplinks whose
 // interface is missing or whose attach failed are retried in the background.
 #pragma once
@@ -39,8 +39,14 @@ struct RelayDatapathOptions {
   // as soon as a round finds no work.
   v1::PollMode poll_mode = v1::POLL_MODE_ADAPTIVE;
   std::chrono::microseconds adaptive_idle_poll{200};
-  // How often uplinks that are not attached are tried again.
+  // Uplinks that are not attached: a missing interface is looked for every
+  // retry_interval; a failed attach is retried after retry_interval, and
+  // after twice as long after each further failure, up to
+  // max_retry_interval. A spec change, or a new interface under the name,
+  // starts again at once from retry_interval. (Attached uplinks are checked
+  // every retry_interval for their interface disappearing.)
   std::chrono::milliseconds retry_interval{1000};
+  std::chrono::milliseconds max_retry_interval{30000};
   // What the destructor does when Shutdown() was not called.
   control::DatapathExitPolicy exit_policy_on_destroy = control::DatapathExitPolicy::kDetach;
 };
@@ -79,9 +85,15 @@ class RelayDatapath final : public control::Datapath {
     std::unique_ptr<relay::UplinkRelay> relay;  // null while not attached
     uint32_t first_cpu = 0;                     // index into worker_cpus of its first worker
     uint32_t queue_count = 0;                   // AF_XDP sockets bound
+    uint32_t worker_count = 0;                  // the relay's worker threads
     unsigned ifindex = 0;                       // of the interface the relay attached to
     std::string error;                          // why relay is null (the last attempt)
     bool interface_missing = false;
+    // Backoff of failed attaches (the interface exists; RelayDatapathOptions).
+    uint32_t failed_attempts = 0;  // in a row, since the last success or spec change
+    std::chrono::milliseconds retry_delay{0};
+    std::chrono::steady_clock::time_point next_attempt{};
+    unsigned failed_ifindex = 0;  // the interface those attempts failed on
   };
   struct StaticEntry {
     v1::FdbEntry entry;
@@ -100,6 +112,13 @@ class RelayDatapath final : public control::Datapath {
   // Creates and starts the uplink's relay, then serves its ports; on failure
   // records why in the uplink's state (the retry thread tries again).
   void AttachLocked(UplinkState& state);
+  // The relay's options for the uplink's spec, with `queue_count` sockets.
+  std::pair<relay::UplinkRelayOptions, relay::SwitchingOptions> RelayOptionsLocked(
+      const UplinkState& state, uint32_t queue_count) const;
+  // Applies an update of an attached uplink's spec to its relay in place
+  // (RelayLiveSettings); false when a field changed that needs a new relay
+  // (`reason` says which) or the relay refused the settings.
+  bool UpdateInPlaceLocked(UplinkState& state, const v1::Uplink& updated, std::string& reason);
   // Stops serving the uplink's ports and destroys its relay.
   void DetachLocked(UplinkState& state);
   void AddPortLocked(const v1::Port& port);
@@ -113,6 +132,9 @@ class RelayDatapath final : public control::Datapath {
   // Runs `action` with the relay serving `port_name` (nothing if none does).
   void RelayFor(const std::string& port_name,
                 const std::function<void(relay::UplinkRelay&, PortState&)>& action);
+  // The number (WorkerStats.worker) of the uplink's first worker: workers
+  // are numbered across attached uplinks in uplink name order.
+  uint32_t FirstWorkerNumberLocked(const std::string& uplink) const;
   static std::pair<uint32_t, std::string> FdbKeyOf(const v1::FdbEntry& entry) {
     return {entry.vlan(), entry.mac()};
   }

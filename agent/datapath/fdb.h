@@ -4,6 +4,7 @@
 // report what they learn through per-worker queues the control thread drains.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -289,6 +290,11 @@ class Fdb {
   // Removes learned entries idle for longer than the ageing time; returns how
   // many went.
   uint32_t Age(uint32_t now_seconds);
+  // A new ageing time (at least 1 s) for the next Age(); entries keep their
+  // last-seen times.
+  void SetAgeingSeconds(uint32_t ageing_seconds) {
+    options_.ageing_seconds = std::max<uint32_t>(ageing_seconds, 1);
+  }
   // Publishes the current state if it changed since the last publish (waits
   // one grace period). Returns whether it published.
   bool Publish();

@@ -130,23 +130,32 @@ datapath::ChecksumVerdict VerifyChecksums(std::span<const vhost::HostSegment> fr
 
 }  // namespace
 
+bool UplinkNetHeaderBuilder::Build(uint64_t guest_features, vhost::VirtioNetHeader& header) {
+  header = vhost::VirtioNetHeader{};
+  bool informative = false;
+  if (options_.verify_checksums && vhost::HasFeature(guest_features, vhost::feature::kGuestCsum)) {
+    if (!verified_) {
+      checksums_valid_ = VerifyChecksums(frame_, offload_) == datapath::ChecksumVerdict::kValid;
+      verified_ = true;
+    }
+    if (checksums_valid_) {
+      header.flags = vhost::kNetHeaderDataValid;
+      informative = true;
+    }
+  }
+  if (vhost::HasFeature(guest_features, vhost::feature::kHashReport)) {
+    header.hash_value = hash_.value;
+    header.hash_report = hash_.type;
+    informative = informative || hash_.type != XVIO_HASH_TYPE_NONE;
+  }
+  return informative;
+}
+
 bool BuildUplinkNetHeader(std::span<const vhost::HostSegment> frame, const xvio_metadata& metadata,
                           uint64_t guest_features, const UplinkHeaderOptions& options,
                           datapath::SoftwareOffload& offload, vhost::VirtioNetHeader& header) {
-  header = vhost::VirtioNetHeader{};
-  bool informative = false;
-  if (options.verify_checksums && vhost::HasFeature(guest_features, vhost::feature::kGuestCsum) &&
-      VerifyChecksums(frame, offload) == datapath::ChecksumVerdict::kValid) {
-    header.flags = vhost::kNetHeaderDataValid;
-    informative = true;
-  }
-  if (vhost::HasFeature(guest_features, vhost::feature::kHashReport)) {
-    const HashReport report = HashReportOf(metadata);
-    header.hash_value = report.value;
-    header.hash_report = report.type;
-    informative = informative || report.type != XVIO_HASH_TYPE_NONE;
-  }
-  return informative;
+  return UplinkNetHeaderBuilder(frame, HashReportOf(metadata), options, offload)
+      .Build(guest_features, header);
 }
 
 }  // namespace xvio::relay

@@ -110,6 +110,35 @@ struct HashReport {
 };
 HashReport HashReportOf(const xvio_metadata& metadata);
 
+// The virtio-net header of one uplink frame for each guest it goes to (one
+// for a unicast frame, one per VM of the VLAN for a flooded one). What does
+// not depend on the guest is worked out once: the hash report is fixed at
+// construction, and the checksums are verified when the first guest that
+// wants DATA_VALID is met, then the verdict is reused, so a frame flooded to
+// N guests is verified once, not N times. Built on the stack per frame; no
+// allocation. `frame` must stay valid while Build is called.
+class UplinkNetHeaderBuilder {
+ public:
+  // `hash`: the steering program's (HashReportOf), or {} when the frame did
+  // not come through it (the AF_PACKET copy of a group frame).
+  UplinkNetHeaderBuilder(std::span<const vhost::HostSegment> frame, HashReport hash,
+                         const UplinkHeaderOptions& options, datapath::SoftwareOffload& offload)
+      : frame_(frame), hash_(hash), options_(options), offload_(offload) {}
+
+  // Fills `header` for a guest that negotiated `guest_features`, by the
+  // rules of BuildUplinkNetHeader below. False when it says nothing (all
+  // zero): pass no header then.
+  bool Build(uint64_t guest_features, vhost::VirtioNetHeader& header);
+
+ private:
+  std::span<const vhost::HostSegment> frame_;
+  HashReport hash_;
+  UplinkHeaderOptions options_;  // a copy: a few flags
+  datapath::SoftwareOffload& offload_;
+  bool verified_ = false;         // the checksums were checked (offload_ counted it)
+  bool checksums_valid_ = false;  // ... and found correct
+};
+
 // Fills `header` for a frame from the uplink, `frame` as the guest will see
 // it (tags included; several pieces for a multi-buffer frame), going to a
 // guest that negotiated `guest_features`:

@@ -357,7 +357,8 @@ uint32_t UplinkRelay::Worker::ServeGuestTransmit(PortState& source, uint16_t que
       continue;
     const vhost::TransmitFrame& frame = burst.frames[i];
     FloodToPorts(flood_targets[i], source.id, edges[i], ingress[i], &frame.header,
-                 burst.Segments(frame), frame.length_bytes, queue_pair, /*local=*/true);
+                 /*uplink_headers=*/nullptr, burst.Segments(frame), frame.length_bytes, queue_pair,
+                 /*local=*/true);
     ++flooded;
   }
   Increment(flooded_from_vms_, flooded);
@@ -378,7 +379,9 @@ uint32_t UplinkRelay::Worker::ServeGuestTransmit(PortState& source, uint16_t que
   Increment(offload_frames_segmented_, segmented);
   Increment(offload_segments_produced_, segments_produced);
   Increment(offload_checksums_completed_, checksums);
-  transmit.CompleteTransmit(burst, completed);
+  // We are the queue's only burst writer: its interrupts are this worker's.
+  if (transmit.CompleteTransmit(burst, completed))
+    Increment(guest_notifications_, 1);
   return completed;
 }
 

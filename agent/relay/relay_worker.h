@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "agent/relay/uplink_relay.h"
+#include "agent/vhost/idle_waiter.h"
 
 namespace xvio::relay {
 
@@ -45,7 +46,7 @@ class UplinkRelay::Worker {
     if (thread_.joinable())
       thread_.join();
   }
-  void Wake();
+  void Wake() { idle_.Wake(); }
   // The port snapshot version the worker runs on (WaitForWorker).
   uint64_t acknowledged_version() const {
     return acknowledged_version_.load(std::memory_order_acquire);
@@ -65,10 +66,19 @@ class UplinkRelay::Worker {
   void Run();
   // Picks up added/removed ports and ring changes, once per round.
   void RefreshPorts();
-  void RebuildWaitSet();
+  // Copies the relay's live settings (and worker 0's group frame socket);
+  // RefreshPorts calls it with ports_mutex_ held when the version changed
+  // (uplink_relay.cc).
+  void TakeLiveSettings();
+  // Stores its sockets' counters into queue_counters_, once per round
+  // (uplink_relay.cc).
+  void PublishQueueCounters();
+  // The idle sleep (vhost::IdleWaiter): what may end it (the AF_XDP sockets,
+  // the group frame socket, the owned transmit queues' kicks), and the
+  // notifications armed around it on those queues.
+  void AddWaitSources(vhost::IdleWaiter::WaitSet& wait_set);
   bool ArmNotifications();
   void DisarmNotifications();
-  void Sleep();
 
   uint32_t ServeUplinkQueue(xsk::Socket& socket);
   uint32_t ServeGuestTransmit(PortState& source, uint16_t queue_pair);
@@ -77,16 +87,26 @@ class UplinkRelay::Worker {
   void DeliverPending(uint32_t count, bool local);
   void Drop(DropReason reason, uint64_t frames = 1);
   // Delivers one frame to every VM in `targets` except `source_port_id`,
-  // re-tagged per target. `header` may be nullptr. Returns copies delivered.
+  // re-tagged per target. The header of each copy is `header` (a guest's
+  // frame: the header it wrote; may be nullptr), or, for a frame from the
+  // uplink, what `uplink_headers` builds for the target's features
+  // (DATA_VALID, hash report). Returns copies delivered.
   uint32_t FloodToPorts(std::span<const uint32_t> targets, uint32_t source_port_id,
                         const FrameEdges& edges, const datapath::IngressDecision& ingress,
                         const vhost::VirtioNetHeader* header,
+                        UplinkNetHeaderBuilder* uplink_headers,
                         std::span<const vhost::HostSegment> segments, uint32_t length_bytes,
                         uint32_t hash, bool local);
   // Floods a frame from the uplink (ours to read; the AF_PACKET copy or a
-  // frame XDP redirected by policy) to the VMs of its VLAN.
+  // frame XDP redirected by policy) to the VMs of its VLAN. `metadata`: the
+  // steering program's for a redirected frame (its hash picks the guest
+  // queue and is reported), nullptr for the AF_PACKET copy (queue 0, no
+  // hash report).
   void FloodFromUplink(std::span<const vhost::HostSegment> segments, uint32_t length_bytes,
-                       uint32_t hash, datapath::FloodClass frame_class);
+                       const xvio_metadata* metadata, datapath::FloodClass frame_class);
+  // Stores offload_'s receive checksum verdict counters into the
+  // rx_checksums_* mirrors (once per burst).
+  void PublishReceiveChecksumCounters();
   // Group frames the uplink's host stack received (AF_PACKET copy; worker 0).
   uint32_t ServeGroupFrames();
   // Learns `source` in `vlan_id` on `port_id`, skipping a repeat of the
@@ -99,8 +119,12 @@ class UplinkRelay::Worker {
   const uint32_t index_;
   const uint32_t worker_count_;
   const int cpu_;
-  const UplinkRelayOptions& options_;
-  const SwitchingOptions& switching_;  // the relay's, set before Start
+  // The worker's own copies of the relay's options: the live settings in
+  // them (RelayLiveSettings: options_.uplink_header, switching_) are
+  // refreshed by TakeLiveSettings, in this thread, so the hot path reads
+  // them without a lock or an atomic.
+  UplinkRelayOptions options_;
+  SwitchingOptions switching_;
   std::thread thread_;
 
   // Owned: the UMEM and the AF_XDP sockets on it, with their uplink queue ids.
@@ -110,12 +134,10 @@ class UplinkRelay::Worker {
   GroupFrameListener* group_listener_ = nullptr;  // the relay's, on worker 0 only
   std::unique_ptr<datapath::FdbReader> fdb_reader_;
 
-  // Waiting: our wake eventfd, the epoll set and our dups of kick fds.
-  int wake_fd_ = -1;
-  int epoll_fd_ = -1;
-  std::vector<int> wait_fds_;
-  uint64_t wait_set_key_ = ~uint64_t{0};
-  bool wait_needs_timeout_ = false;
+  // Adaptive polling and sleeping (its wake eventfd, epoll set, kick fd
+  // duplicates); it also counts the worker's sleeps, wakeups, eventfd reads
+  // and guest kicks.
+  vhost::IdleWaiter idle_;
 
   // The port snapshot (by id, and the served ones in a list) and the device
   // generation seen per port id.
@@ -148,12 +170,19 @@ class UplinkRelay::Worker {
   std::atomic<uint64_t> group_frames_truncated_{0};
   std::atomic<uint64_t> polls_{0};
   std::atomic<uint64_t> busy_polls_{0};
-  std::atomic<uint64_t> sleeps_{0};
-  std::atomic<uint64_t> wakeups_{0};
-  std::atomic<uint64_t> eventfd_reads_{0};
-  std::atomic<uint64_t> guest_kicks_{0};
   std::atomic<uint64_t> guest_notifications_{0};
   std::atomic<uint64_t> xsk_syscalls_{0};  // snapshot of the sockets' syscall counters
+  // Per AF_XDP socket (as sockets_): the socket's plain counters, mirrored
+  // for Stats() by PublishQueueCounters. A cache line each.
+  struct alignas(64) QueueCounters {
+    std::atomic<uint64_t> rx_frames{0};
+    std::atomic<uint64_t> rx_bytes{0};
+    std::atomic<uint64_t> tx_frames{0};
+    std::atomic<uint64_t> tx_bytes{0};
+    std::atomic<uint64_t> wakeup_syscalls{0};
+    std::atomic<uint64_t> syscalls{0};
+  };
+  std::unique_ptr<QueueCounters[]> queue_counters_;  // sized in Setup
 
   // Scratch, sized once.
   static constexpr uint32_t kBurst = vhost::TransmitBurst::kMaxFrames;

@@ -77,7 +77,7 @@ uint32_t UplinkRelay::Worker::ServeUplinkQueue(xsk::Socket& socket) {
                            XVIO_META_FLAG_UNKNOWN_UNICAST)) != 0) {
       // The steering config REDIRECTs this class instead of passing it to
       // the host: the VMs of the VLAN get it (and the host does not).
-      FloodFromUplink(scatter, length, metadata.hash_value,
+      FloodFromUplink(scatter, length, &metadata,
                       (metadata.flags & XVIO_META_FLAG_UNKNOWN_UNICAST) != 0
                           ? datapath::FloodClass::kUnknownUnicast
                           : datapath::FloodClass::kBroadcastOrMulticast);
@@ -126,15 +126,19 @@ uint32_t UplinkRelay::Worker::ServeUplinkQueue(xsk::Socket& socket) {
         metadata.port_id, static_cast<uint16_t>(metadata.hash_value % port->active_queue_pairs),
         vhost::ReceiveFrame{has_header ? &uplink_headers_[first] : nullptr, scatter, length}};
   }
-  const datapath::OffloadCounters& verified = offload_->counters();
-  rx_checksums_valid_.store(verified.checksums_verified_valid, std::memory_order_relaxed);
-  rx_checksums_invalid_.store(verified.checksums_verified_invalid, std::memory_order_relaxed);
-  rx_checksums_not_checked_.store(verified.checksums_not_checked, std::memory_order_relaxed);
+  PublishReceiveChecksumCounters();
   Increment(uplink_rx_frames_, frames);
   Increment(uplink_rx_bytes_, bytes);
   DeliverPending(pending, /*local=*/false);
   umem_->ReleaseFrames(std::span<const xdp_desc>(receive_descriptors_, received));
   return received;
+}
+
+void UplinkRelay::Worker::PublishReceiveChecksumCounters() {
+  const datapath::OffloadCounters& verified = offload_->counters();
+  rx_checksums_valid_.store(verified.checksums_verified_valid, std::memory_order_relaxed);
+  rx_checksums_invalid_.store(verified.checksums_verified_invalid, std::memory_order_relaxed);
+  rx_checksums_not_checked_.store(verified.checksums_not_checked, std::memory_order_relaxed);
 }
 
 void UplinkRelay::Worker::DeliverPending(uint32_t count, bool local) {
@@ -178,6 +182,7 @@ uint32_t UplinkRelay::Worker::FloodToPorts(std::span<const uint32_t> targets,
                                            uint32_t source_port_id, const FrameEdges& edges,
                                            const datapath::IngressDecision& ingress,
                                            const vhost::VirtioNetHeader* header,
+                                           UplinkNetHeaderBuilder* uplink_headers,
                                            std::span<const vhost::HostSegment> segments,
                                            uint32_t length_bytes, uint32_t hash, bool local) {
   uint32_t delivered = 0;
@@ -193,6 +198,15 @@ uint32_t UplinkRelay::Worker::FloodToPorts(std::span<const uint32_t> targets,
       continue;  // flood sets are per VLAN; cannot happen
     Retag retag = PlanRetag(edges, ingress, egress, ingress.vlan_id);
     vhost::ReceiveFrame frame{header, segments, length_bytes};
+    vhost::VirtioNetHeader built;
+    if (uplink_headers != nullptr) {
+      // Built before the queue is locked: the first guest that wants
+      // DATA_VALID pays for the one verification of the frame. A tag
+      // change moves nothing in this header (no offsets, only flags).
+      const bool informative =
+          uplink_headers->Build(target->config.port->device().negotiated_features(), built);
+      frame.header = informative ? &built : nullptr;
+    }
     vhost::VirtioNetHeader shifted;
     if (!retag.unchanged) {
       const uint32_t count = RetagSegments(retag, segments, flood_segments_);
@@ -238,7 +252,7 @@ uint32_t UplinkRelay::Worker::FloodToPorts(std::span<const uint32_t> targets,
 }
 
 void UplinkRelay::Worker::FloodFromUplink(std::span<const vhost::HostSegment> segments,
-                                          uint32_t length_bytes, uint32_t hash,
+                                          uint32_t length_bytes, const xvio_metadata* metadata,
                                           datapath::FloodClass frame_class) {
   // The head (addresses, tag) is in the first buffer: a multi-buffer frame's
   // first buffer is a whole UMEM frame, a group frame is one buffer.
@@ -258,14 +272,24 @@ void UplinkRelay::Worker::FloodFromUplink(std::span<const vhost::HostSegment> se
   LearnSource(edges.source, ingress.vlan_id, datapath::kUplinkPortId);
   // No VM in the VLAN: the frame was for the host only; nothing is lost.
   const datapath::FloodTargets targets = fdb_snapshot_->Flood(ingress.vlan_id, frame_class);
-  FloodToPorts(targets.port_ids, datapath::kUplinkPortId, edges, ingress, nullptr, segments,
-               length_bytes, hash, /*local=*/false);
+  // Each copy gets the header a unicast frame would get in its guest:
+  // DATA_VALID (the frame as it arrived is verified at most once, whatever
+  // the targets' tags) and the hash report. The AF_PACKET copy has no
+  // steering metadata, so it reports no hash (NONE is valid; the guest
+  // hashes itself if it cares); computing the Toeplitz hash here would need
+  // the steering program's key, fields and symmetry, which the maps hold.
+  UplinkNetHeaderBuilder headers(segments,
+                                 metadata != nullptr ? HashReportOf(*metadata) : HashReport{},
+                                 options_.uplink_header, *offload_);
+  FloodToPorts(targets.port_ids, datapath::kUplinkPortId, edges, ingress, nullptr, &headers,
+               segments, length_bytes, metadata != nullptr ? metadata->hash_value : 0,
+               /*local=*/false);
 }
 
 uint32_t UplinkRelay::Worker::ServeGroupFrames() {
   if (group_listener_ == nullptr)
     return 0;
-  return group_listener_->Poll(kBurst, [this](GroupFrame& frame) {
+  const uint32_t frames = group_listener_->Poll(kBurst, [this](GroupFrame& frame) {
     Increment(group_frames_from_uplink_, 1);
     if (frame.truncated) {
       Increment(group_frames_truncated_, 1);
@@ -273,9 +297,12 @@ uint32_t UplinkRelay::Worker::ServeGroupFrames() {
       return;
     }
     const vhost::HostSegment segment{frame.data, frame.length_bytes};
-    FloodFromUplink(std::span(&segment, 1), frame.length_bytes, 0,
+    FloodFromUplink(std::span(&segment, 1), frame.length_bytes, /*metadata=*/nullptr,
                     datapath::FloodClass::kBroadcastOrMulticast);
   });
+  if (frames > 0)
+    PublishReceiveChecksumCounters();
+  return frames;
 }
 
 }  // namespace xvio::relay

@@ -102,7 +102,7 @@ absl::Status UplinkRelay::Setup() {
   for (uint32_t index = 0; index < worker_count; ++index) {
     workers_.push_back(
         std::make_unique<Worker>(*this, index, worker_count, options_.worker_cpus[index]));
-    if (workers_.back()->wake_fd_ < 0)
+    if (!workers_.back()->idle_.can_wake())
       return absl::InternalError(absl::StrCat("eventfd: ", std::strerror(errno)));
   }
 
@@ -167,23 +167,9 @@ absl::Status UplinkRelay::Setup() {
   }
   // The spec's steering settings, also over adopted maps (the spec may have
   // changed while no relay ran).
-  if (options_.hash_key.has_value()) {
-    auto config = steering_->ReadConfig();
-    if (!config.ok())
-      return config.status();
-    if (!std::equal(options_.hash_key->begin(), options_.hash_key->end(), config->hash_key)) {
-      if (absl::Status status = steering_->SetHashKey(*options_.hash_key); !status.ok())
-        return status;
-    }
-  }
-  for (absl::Status status :
-       {steering_->SetHashFields(options_.hash_fields),
-        steering_->SetSymmetricHash(options_.symmetric_hash),
-        steering_->SetActions(options_.broadcast_action, options_.multicast_action,
-                              options_.unknown_unicast_action, XVIO_ACTION_DROP)}) {
-    if (!status.ok())
-      return status;
-  }
+  if (absl::Status status = WriteSteeringSettings(LiveSettingsOf(options_, switching_));
+      !status.ok())
+    return status;
 
   // Each worker has its own UMEM: a UMEM's free pool belongs to one thread.
   // Per queue: fill ring (2 x ring) + RX + TX + completion rings, plus the
@@ -219,6 +205,99 @@ absl::Status UplinkRelay::Setup() {
     worker.sockets_.push_back(std::move(*socket));
     worker.queue_ids_.push_back(queue);
   }
+  for (auto& worker : workers_)
+    worker->queue_counters_ = std::make_unique<Worker::QueueCounters[]>(worker->sockets_.size());
+  return absl::OkStatus();
+}
+
+absl::Status UplinkRelay::WriteSteeringSettings(const RelayLiveSettings& settings) {
+  if (settings.hash_key.has_value()) {
+    auto config = steering_->ReadConfig();
+    if (!config.ok())
+      return config.status();
+    // The 36 KiB Toeplitz table is rebuilt only for a new key.
+    if (!std::equal(settings.hash_key->begin(), settings.hash_key->end(), config->hash_key)) {
+      if (absl::Status status = steering_->SetHashKey(*settings.hash_key); !status.ok())
+        return status;
+    }
+  }
+  for (absl::Status status :
+       {steering_->SetHashFields(settings.hash_fields),
+        steering_->SetSymmetricHash(settings.symmetric_hash),
+        steering_->SetActions(settings.broadcast_action, settings.multicast_action,
+                              settings.unknown_unicast_action, XVIO_ACTION_DROP)}) {
+    if (!status.ok())
+      return status;
+  }
+  return absl::OkStatus();
+}
+
+RelayLiveSettings UplinkRelay::LiveSettingsOf(const UplinkRelayOptions& options,
+                                              const SwitchingOptions& switching) {
+  return {.hash_key = options.hash_key,
+          .hash_fields = options.hash_fields,
+          .symmetric_hash = options.symmetric_hash,
+          .broadcast_action = options.broadcast_action,
+          .multicast_action = options.multicast_action,
+          .unknown_unicast_action = options.unknown_unicast_action,
+          .unknown_unicast = switching.unknown_unicast,
+          .flood_uplink_group_frames = switching.flood_uplink_group_frames,
+          .fdb_ageing_seconds = switching.fdb_ageing_seconds,
+          .uplink_header = options.uplink_header};
+}
+
+absl::Status UplinkRelay::UpdateSettings(const RelayLiveSettings& settings) {
+  if (settings.fdb_ageing_seconds == 0)
+    return absl::InvalidArgumentError("the FDB ageing time must be at least 1 second");
+  // switching_ changes only under control_mutex_, so it may be read here.
+  std::lock_guard control(control_mutex_);
+  // What can fail comes first: the group frame socket, then the maps.
+  const bool replace_listener =
+      settings.flood_uplink_group_frames != switching_.flood_uplink_group_frames;
+  std::unique_ptr<GroupFrameListener> listener;
+  if (replace_listener && settings.flood_uplink_group_frames) {
+    absl::StatusOr<std::unique_ptr<GroupFrameListener>> opened =
+        absl::InternalError("the group frame socket was not opened");
+    if (absl::Status entered = RunInUplinkNamespace([&] {
+          // Group frames up to the uplink MTU, Ethernet header and two tags.
+          opened = GroupFrameListener::Open(options_.interface_name, uplink_mtu_bytes_ + 14 + 8);
+        });
+        !entered.ok())
+      return entered;
+    if (!opened.ok())
+      return opened.status();
+    listener = std::move(*opened);
+  }
+  if (absl::Status status = WriteSteeringSettings(settings); !status.ok())
+    return status;
+  uint64_t version = 0;
+  {
+    std::lock_guard fdb(fdb_mutex_);
+    fdb_->SetAgeingSeconds(settings.fdb_ageing_seconds);
+    std::lock_guard lock(ports_mutex_);
+    options_.hash_key = settings.hash_key;
+    options_.hash_fields = settings.hash_fields;
+    options_.symmetric_hash = settings.symmetric_hash;
+    options_.broadcast_action = settings.broadcast_action;
+    options_.multicast_action = settings.multicast_action;
+    options_.unknown_unicast_action = settings.unknown_unicast_action;
+    options_.uplink_header = settings.uplink_header;
+    switching_.unknown_unicast = settings.unknown_unicast;
+    switching_.flood_uplink_group_frames = settings.flood_uplink_group_frames;
+    switching_.fdb_ageing_seconds = settings.fdb_ageing_seconds;
+    if (replace_listener)
+      std::swap(group_listener_, listener);  // `listener` is now the retired one, if any
+    // A new snapshot version: each worker copies the settings before it
+    // acknowledges it (Worker::TakeLiveSettings).
+    version = ports_version_.fetch_add(1, std::memory_order_acq_rel) + 1;
+  }
+  WaitForWorker(version);
+  if (listener != nullptr) {
+    // No worker polls the retired socket any more.
+    std::lock_guard fdb(fdb_mutex_);
+    group_frames_kernel_dropped_ += listener->TakeKernelDrops();
+    listener.reset();
+  }
   return absl::OkStatus();
 }
 
@@ -253,21 +332,30 @@ UplinkRelay::~UplinkRelay() {
     close(netns_fd_);
 }
 
+absl::Status UplinkRelay::RunInUplinkNamespace(const std::function<void()>& action) {
+  const int current = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (current < 0 || setns(netns_fd_, CLONE_NEWNET) != 0) {
+    const int error = errno;
+    if (current >= 0)
+      close(current);
+    return absl::InternalError(absl::StrCat("cannot enter the network namespace of uplink '",
+                                            options_.interface_name, "': ", std::strerror(error)));
+  }
+  action();
+  absl::Status status;
+  if (setns(current, CLONE_NEWNET) != 0)
+    status = absl::InternalError(
+        absl::StrCat("cannot return to the caller's network namespace: ", std::strerror(errno)));
+  close(current);
+  return status;
+}
+
 void UplinkRelay::DetachInOurNamespace() {
   // The ifindex Attach used means something only in the namespace it was
   // made in; detaching from another one could hit an unrelated interface.
-  const int current = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  if (current < 0 || setns(netns_fd_, CLONE_NEWNET) != 0) {
-    std::fprintf(stderr, "xvio-relay: cannot enter the uplink's namespace to detach XDP: %s\n",
-                 std::strerror(errno));
-  } else {
-    (void)steering_->Detach();
-    if (setns(current, CLONE_NEWNET) != 0)
-      std::fprintf(stderr, "xvio-relay: cannot return to the caller's namespace: %s\n",
-                   std::strerror(errno));
-  }
-  if (current >= 0)
-    close(current);
+  if (absl::Status status = RunInUplinkNamespace([this] { (void)steering_->Detach(); });
+      !status.ok())
+    std::fprintf(stderr, "xvio-relay: detaching XDP: %s\n", status.ToString().c_str());
 }
 
 absl::Status UplinkRelay::AddPort(const RelayPort& port) {
@@ -449,7 +537,9 @@ RelayStats UplinkRelay::Stats() const {
     stats.rx_checksums_valid += Load(worker->rx_checksums_valid_);
     stats.rx_checksums_invalid += Load(worker->rx_checksums_invalid_);
     stats.rx_checksums_not_checked += Load(worker->rx_checksums_not_checked_);
-    const RelayWorkerStats& counters = stats.workers.emplace_back(worker->Stats());
+    RelayWorkerStats& counters = stats.workers.emplace_back(worker->Stats());
+    for (size_t i = 0; i < static_cast<size_t>(DropReason::kCount); ++i)
+      counters.drops[i] = Load(worker->drops_[i]);
     stats.polls += counters.polls;
     stats.busy_polls += counters.busy_polls;
     stats.sleeps += counters.sleeps;
@@ -457,18 +547,31 @@ RelayStats UplinkRelay::Stats() const {
     stats.xsk_syscalls += counters.xsk_syscalls;
     stats.guest_kicks += counters.guest_kicks;
     stats.guest_notifications += counters.guest_notifications;
-    // A getsockopt on a socket a worker owns: the fd stays valid for the
-    // relay's lifetime, and the kernel serializes the read.
-    for (const auto& socket : worker->sockets_) {
-      auto kernel = socket->ReadKernelStatistics();
+    for (size_t i = 0; i < worker->sockets_.size(); ++i) {
+      const Worker::QueueCounters& published = worker->queue_counters_[i];
+      RelayQueueStats& queue = stats.queues.emplace_back();
+      queue.queue = worker->queue_ids_[i];
+      queue.worker = worker->index_;
+      queue.rx_frames = Load(published.rx_frames);
+      queue.rx_bytes = Load(published.rx_bytes);
+      queue.tx_frames = Load(published.tx_frames);
+      queue.tx_bytes = Load(published.tx_bytes);
+      queue.wakeup_syscalls = Load(published.wakeup_syscalls);
+      queue.syscalls = Load(published.syscalls);
+      // A getsockopt on a socket a worker owns: the fd stays valid for the
+      // relay's lifetime, and the kernel serializes the read.
+      auto kernel = worker->sockets_[i]->ReadKernelStatistics();
       if (!kernel.ok())
         continue;
+      queue.kernel = *kernel;
       stats.kernel_rx_dropped += kernel->rx_dropped;
       stats.kernel_rx_ring_full += kernel->rx_ring_full;
       stats.kernel_fill_ring_empty += kernel->rx_fill_ring_empty_descs;
       stats.kernel_tx_invalid += kernel->tx_invalid_descs;
     }
   }
+  std::sort(stats.queues.begin(), stats.queues.end(),
+            [](const RelayQueueStats& a, const RelayQueueStats& b) { return a.queue < b.queue; });
   std::lock_guard lock(ports_mutex_);
   for (const auto& port : ports_) {
     if (port == nullptr)
@@ -485,6 +588,29 @@ RelayStats UplinkRelay::Stats() const {
     out.port = port->config.port->Stats();
   }
   return stats;
+}
+
+// ---- Worker side of the live settings and the per-queue counters ----
+
+void UplinkRelay::Worker::TakeLiveSettings() {
+  options_.uplink_header = relay_.options_.uplink_header;
+  switching_ = relay_.switching_;
+  if (index_ == 0)
+    group_listener_ = relay_.group_listener_.get();
+}
+
+void UplinkRelay::Worker::PublishQueueCounters() {
+  for (size_t i = 0; i < sockets_.size(); ++i) {
+    const xsk::SocketCounters& counters = sockets_[i]->counters();
+    QueueCounters& out = queue_counters_[i];
+    out.rx_frames.store(counters.rx_packets, std::memory_order_relaxed);
+    out.rx_bytes.store(counters.rx_bytes, std::memory_order_relaxed);
+    out.tx_frames.store(counters.tx_packets, std::memory_order_relaxed);
+    out.tx_bytes.store(counters.tx_bytes, std::memory_order_relaxed);
+    out.wakeup_syscalls.store(counters.rx_wakeup_syscalls + counters.tx_wakeup_syscalls,
+                              std::memory_order_relaxed);
+    out.syscalls.store(counters.syscalls(), std::memory_order_relaxed);
+  }
 }
 
 }  // namespace xvio::relay

@@ -134,7 +134,8 @@ enum class UnknownUnicastPolicy : uint8_t {
   kDrop,    // counted as no_fdb_entry
 };
 
-// Switching behaviour, fixed at Create.
+// Switching behaviour, set at Create; UpdateSettings changes the policy
+// fields (RelayLiveSettings) later.
 struct SwitchingOptions {
   // Learned entries unused for this long are removed (and leave the
   // steering map).
@@ -196,6 +197,21 @@ struct RelayPortStats {
   vhost::PortStats port;          // per-queue counters of the vhost-user port
 };
 
+// One uplink queue's AF_XDP socket (RelayStats::queues). The frame and
+// syscall counters are the socket's own, published by its worker once per
+// round; the kernel's are read from the socket (XDP_STATISTICS).
+struct RelayQueueStats {
+  uint32_t queue = 0;   // interface queue id
+  uint32_t worker = 0;  // index of the worker that owns the socket
+  uint64_t rx_frames = 0;
+  uint64_t rx_bytes = 0;
+  uint64_t tx_frames = 0;
+  uint64_t tx_bytes = 0;
+  uint64_t wakeup_syscalls = 0;  // recvfrom (fill ring) and sendto (TX ring) wakeups
+  uint64_t syscalls = 0;         // the wakeups and poll()s
+  xsk::KernelStatistics kernel;
+};
+
 // One worker thread's counters (RelayStats::workers).
 struct RelayWorkerStats {
   int cpu = -1;                         // pinned to (-1: not pinned)
@@ -211,6 +227,7 @@ struct RelayWorkerStats {
   uint64_t uplink_rx_frames = 0;        // frames taken from its AF_XDP sockets
   uint64_t uplink_tx_frames = 0;        // frames handed to its AF_XDP sockets
   uint64_t guest_tx_frames = 0;         // frames taken from its guest transmit queues
+  uint64_t drops[static_cast<size_t>(DropReason::kCount)] = {};  // its frames dropped, by reason
 };
 
 struct RelayStats {
@@ -253,6 +270,28 @@ struct RelayStats {
   uint64_t kernel_tx_invalid = 0;
   std::vector<RelayPortStats> ports;
   std::vector<RelayWorkerStats> workers;  // by worker index
+  std::vector<RelayQueueStats> queues;    // by uplink queue id
+};
+
+// The settings UpdateSettings changes while the workers run, without
+// touching the attachment or the sockets (docs/relay.md). Everything else in
+// UplinkRelayOptions and SwitchingOptions needs a new relay.
+struct RelayLiveSettings {
+  // The steering program's flow hash and per-class actions (map writes; a
+  // frame hashed during a key change may see a mix of old and new key).
+  std::optional<steering::ToeplitzKey> hash_key;  // no key: keep the maps' key
+  uint32_t hash_fields = XVIO_HASH_FIELDS_DEFAULT;
+  bool symmetric_hash = false;
+  xvio_action broadcast_action = XVIO_ACTION_PASS;
+  xvio_action multicast_action = XVIO_ACTION_PASS;
+  xvio_action unknown_unicast_action = XVIO_ACTION_PASS;
+  // The relay's side: VM frames to unknown MACs, the AF_PACKET copy of the
+  // uplink's group frames (opened or closed), the FDB's ageing time.
+  UnknownUnicastPolicy unknown_unicast = UnknownUnicastPolicy::kFlood;
+  bool flood_uplink_group_frames = true;
+  uint32_t fdb_ageing_seconds = 300;
+  // Checksum verification of uplink frames (forwarding.h).
+  UplinkHeaderOptions uplink_header;
 };
 
 // One uplink, served by one or more pinned worker threads
@@ -319,6 +358,18 @@ class UplinkRelay {
   // Wakes the sleeping workers (any thread; pass it as the ports' on_change).
   void Wake();
 
+  // The live part of `options` and `switching` (what UpdateSettings takes).
+  static RelayLiveSettings LiveSettingsOf(const UplinkRelayOptions& options,
+                                          const SwitchingOptions& switching);
+  // Applies `settings` while the workers run: the steering program, its maps
+  // and the AF_XDP sockets stay, so no frame is lost. Workers pick the
+  // settings up between two rounds (with the port snapshot) and read them
+  // from their own copy, so the hot path takes no lock; every worker runs
+  // on them when this returns. On an error (a map write, opening the group
+  // frame socket) part of the settings may be applied: the caller should
+  // replace the relay.
+  absl::Status UpdateSettings(const RelayLiveSettings& settings);
+
   const steering::AttachResult& attach_result() const { return attach_result_; }
   RelayStats Stats() const;
 
@@ -344,7 +395,13 @@ class UplinkRelay {
 
   explicit UplinkRelay(UplinkRelayOptions options);
   absl::Status Setup();
+  // Runs `action` in the uplink's network namespace (where Create ran), from
+  // whichever thread: an ifindex or interface name means something only
+  // there.
+  absl::Status RunInUplinkNamespace(const std::function<void()>& action);
   void DetachInOurNamespace();
+  // The steering maps' hash settings and actions (Setup, UpdateSettings).
+  absl::Status WriteSteeringSettings(const RelayLiveSettings& settings);
   // Returns once every worker runs on a port snapshot of at least `version`
   // (at once if the workers have not started).
   void WaitForWorker(uint64_t version);
@@ -409,7 +466,9 @@ class UplinkRelay {
   static constexpr uint32_t kMaxUplinkMtuBytes = 9216;
 
   // Switching. Control side, guarded by fdb_mutex_ (taken after
-  // control_mutex_, before ports_mutex_).
+  // control_mutex_, before ports_mutex_). switching_ and
+  // options_.uplink_header change after Start only under ports_mutex_ too,
+  // where the workers copy them (Worker::TakeLiveSettings).
   SwitchingOptions switching_;
   mutable std::mutex fdb_mutex_;
   std::unique_ptr<datapath::Fdb> fdb_;
@@ -424,7 +483,9 @@ class UplinkRelay {
   uint64_t steering_update_errors_ = 0;
   uint64_t group_frames_kernel_dropped_ = 0;
   const std::chrono::steady_clock::time_point clock_origin_ = std::chrono::steady_clock::now();
-  std::unique_ptr<GroupFrameListener> group_listener_;  // served by worker 0
+  // Served by worker 0. Replaced (UpdateSettings) under fdb_mutex_ and
+  // ports_mutex_; worker 0 takes the pointer with its port snapshot.
+  std::unique_ptr<GroupFrameListener> group_listener_;
   // The workers (their FDB readers go before fdb_, as the Fdb requires).
   std::vector<std::unique_ptr<Worker>> workers_;
   // Last members: destroyed first, after the destructor's body stopped the

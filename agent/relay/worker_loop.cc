@@ -1,12 +1,9 @@
 // The worker loop: one round serves the worker's uplink queues and guest
-// transmit queues; when a round finds no work for idle_poll, it arms
-// notifications (guest kicks, AF_XDP readability, its wake eventfd) and sleeps.
-#include <fcntl.h>
+// transmit queues; when rounds find no work for idle_poll, vhost::IdleWaiter
+// arms notifications (guest kicks, AF_XDP readability, the wake eventfd) and
+// sleeps.
 #include <pthread.h>
 #include <sched.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include <algorithm>
 
@@ -22,9 +19,9 @@ UplinkRelay::Worker::Worker(UplinkRelay& relay, uint32_t index, uint32_t worker_
       cpu_(cpu),
       options_(relay.options_),
       switching_(relay.switching_),
+      idle_(relay.options_.idle_poll),
       port_by_id_(kMaxPorts, nullptr),
       seen_generation_(kMaxPorts, ~uint64_t{0}) {
-  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   gso_frame_.resize(kMaxGsoFrameBytes);
   retag_segments_.resize(vhost::TransmitBurst::kMaxSegments + kBurst);
   flood_segments_.resize(vhost::TransmitBurst::kMaxSegments + 1);
@@ -32,17 +29,6 @@ UplinkRelay::Worker::Worker(UplinkRelay& relay, uint32_t index, uint32_t worker_
 
 UplinkRelay::Worker::~Worker() {
   Join();
-  if (epoll_fd_ >= 0)
-    close(epoll_fd_);
-  for (int fd : wait_fds_)
-    close(fd);
-  if (wake_fd_ >= 0)
-    close(wake_fd_);
-}
-
-void UplinkRelay::Worker::Wake() {
-  if (wake_fd_ >= 0)
-    (void)eventfd_write(wake_fd_, 1);
 }
 
 void UplinkRelay::Worker::Drop(DropReason reason, uint64_t frames) {
@@ -56,10 +42,10 @@ RelayWorkerStats UplinkRelay::Worker::Stats() const {
   stats.uplink_queues = queue_ids_;
   stats.polls = Load(polls_);
   stats.busy_polls = Load(busy_polls_);
-  stats.sleeps = Load(sleeps_);
-  stats.wakeups = Load(wakeups_);
-  stats.eventfd_reads = Load(eventfd_reads_);
-  stats.guest_kicks = Load(guest_kicks_);
+  stats.sleeps = idle_.sleeps();
+  stats.wakeups = idle_.wakeups();
+  stats.eventfd_reads = idle_.eventfd_reads();
+  stats.guest_kicks = idle_.kicks();
   stats.guest_notifications = Load(guest_notifications_);
   stats.xsk_syscalls = Load(xsk_syscalls_);
   stats.uplink_rx_frames = Load(uplink_rx_frames_);
@@ -82,6 +68,7 @@ void UplinkRelay::Worker::RefreshPorts() {
       if (port != nullptr)
         active_ports_.push_back(port);
     }
+    TakeLiveSettings();  // before acknowledging: UpdateSettings waits for it
     seen_ports_version_ = version;
     acknowledged_version_.store(version, std::memory_order_release);
     changed = true;  // kick fds of removed ports must leave the wait set
@@ -112,51 +99,22 @@ void UplinkRelay::Worker::RefreshPorts() {
     }
   }
   if (changed) {
-    wait_set_key_ = ~uint64_t{0};
+    idle_.InvalidateWaitSet();  // kick fds of removed or restarted queues must leave it
     DisarmNotifications();
   }
 }
 
-void UplinkRelay::Worker::RebuildWaitSet() {
-  if (epoll_fd_ >= 0)
-    close(epoll_fd_);
-  for (int fd : wait_fds_)
-    close(fd);
-  wait_fds_.clear();
-  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
-  epoll_event event{};
-  event.events = EPOLLIN;
-  event.data.fd = wake_fd_;
-  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &event);
+void UplinkRelay::Worker::AddWaitSources(vhost::IdleWaiter::WaitSet& wait_set) {
   // AF_XDP sockets are readable while their RX ring holds descriptors, the
   // group frame socket while its ring holds a frame.
-  for (const auto& socket : sockets_) {
-    event.data.fd = socket->fd();
-    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, socket->fd(), &event);
-  }
-  if (group_listener_ != nullptr) {
-    event.data.fd = group_listener_->fd();
-    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, group_listener_->fd(), &event);
-  }
-  wait_needs_timeout_ = false;
+  for (const auto& socket : sockets_)
+    wait_set.AddReadable(socket->fd());
+  if (group_listener_ != nullptr)
+    wait_set.AddReadable(group_listener_->fd());
   for (PortState* port : active_ports_) {
     const uint16_t pairs = port->config.port->queue_pairs();
-    for (uint16_t q = FirstOwnedTransmitQueue(port->id); q < pairs; q += worker_count_) {
-      vhost::VirtQueue& queue = port->config.port->transmit_queue(q);
-      // Our own duplicate: the control thread may close its kick fd at any
-      // time and a reused fd number must never be read by us.
-      queue.Lock();
-      const bool ready = queue.ready();
-      const int fd = ready && queue.kick_fd() >= 0 ? dup(queue.kick_fd()) : -1;
-      queue.Unlock();
-      if (ready && fd < 0)
-        wait_needs_timeout_ = true;  // a polling driver never kicks
-      if (fd < 0)
-        continue;
-      wait_fds_.push_back(fd);
-      event.data.fd = fd;
-      epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &event);
-    }
+    for (uint16_t q = FirstOwnedTransmitQueue(port->id); q < pairs; q += worker_count_)
+      wait_set.AddKick(port->config.port->transmit_queue(q));
   }
 }
 
@@ -184,35 +142,6 @@ void UplinkRelay::Worker::DisarmNotifications() {
   }
 }
 
-void UplinkRelay::Worker::Sleep() {
-  bool transmit_pending = false;
-  for (const auto& socket : sockets_)
-    transmit_pending |= socket->PendingTransmit() > 0;
-  // Completions of a pending transmit do not make the socket readable: poll
-  // again soon instead of sleeping on them.
-  const int timeout_ms = wait_needs_timeout_ || transmit_pending ? 1 : 1000;
-  epoll_event events[16];
-  Increment(sleeps_, 1);
-  const int count = epoll_wait(epoll_fd_, events, 16, timeout_ms);
-  for (int i = 0; i < count; ++i) {
-    const int fd = events[i].data.fd;
-    // Only the eventfds (wake, kicks) need reading to re-arm; the sockets'
-    // rings are consumed by the next round.
-    const bool is_socket = std::any_of(sockets_.begin(), sockets_.end(),
-                                       [fd](const auto& socket) { return socket->fd() == fd; }) ||
-                           (group_listener_ != nullptr && group_listener_->fd() == fd);
-    if (is_socket)
-      continue;
-    uint64_t value = 0;
-    Increment(eventfd_reads_, 1);
-    // An eventfd holds the sum of its writes: the kicks since the last read.
-    if (read(fd, &value, sizeof(value)) == sizeof(value) && fd != wake_fd_)
-      Increment(guest_kicks_, value);
-  }
-  if (count > 0)
-    Increment(wakeups_, 1);
-}
-
 void UplinkRelay::Worker::Run() {
   if (cpu_ >= 0) {
     cpu_set_t cpus;
@@ -220,7 +149,6 @@ void UplinkRelay::Worker::Run() {
     CPU_SET(cpu_, &cpus);
     pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus);
   }
-  auto last_work = std::chrono::steady_clock::now();
   while (!relay_.stop_.load(std::memory_order_acquire)) {
     Increment(polls_, 1);
     RefreshPorts();
@@ -236,18 +164,11 @@ void UplinkRelay::Worker::Run() {
       work += ServeUplinkQueue(*socket);
     work += ServeGroupFrames();
     uint64_t guest_frames = 0;
-    uint64_t notifications = 0;
     bool guest_backlog = false;  // a guest queue gave a full burst: more may wait
     for (PortState* port : active_ports_) {
       const uint16_t pairs = port->config.port->queue_pairs();
       for (uint16_t q = FirstOwnedTransmitQueue(port->id); q < pairs; q += worker_count_) {
-        // We are the queue's only burst writer: its call eventfd writes
-        // between these loads are ours.
-        const std::atomic<uint64_t>& calls =
-            port->config.port->transmit_queue(q).counters().notifications;
-        const uint64_t calls_before = Load(calls);
         const uint32_t frames = ServeGuestTransmit(*port, q);
-        notifications += Load(calls) - calls_before;
         guest_backlog |= frames == vhost::TransmitBurst::kMaxFrames;
         guest_frames += frames;
       }
@@ -255,11 +176,11 @@ void UplinkRelay::Worker::Run() {
     fdb_reader_->End();
     fdb_snapshot_ = nullptr;
     Increment(guest_tx_frames_, guest_frames);
-    Increment(guest_notifications_, notifications);
     work += static_cast<uint32_t>(guest_frames);
     if (work > 0)
       Increment(busy_polls_, 1);  // frames moved (completions alone do not count)
     uint64_t syscalls = 0;
+    bool transmit_pending = false;
     for (auto& socket : sockets_) {
       work += socket->ReclaimCompletions(xsk::Socket::Wakeup::kLater) > 0 ? 1 : 0;
       // Transmit kicks wait while guests still have bursts queued, up to
@@ -267,28 +188,25 @@ void UplinkRelay::Worker::Run() {
       // one call for several bursts is what keeps syscalls per frame low.
       if (!guest_backlog || socket->PendingTransmit() >= kTransmitKickFrames)
         socket->FlushTransmit();
+      transmit_pending |= socket->PendingTransmit() > 0;
       syscalls += socket->counters().syscalls();
     }
     xsk_syscalls_.store(syscalls, std::memory_order_relaxed);
+    PublishQueueCounters();
 
     if (work > 0) {
-      last_work = now;
+      idle_.Worked();
       continue;
     }
-    if (now - last_work < options_.idle_poll)
-      continue;  // adaptive: keep polling a while after the last frame
-    uint64_t key = seen_ports_version_;
-    for (const PortState* port : active_ports_)
-      key = key * 1000003u + seen_generation_[port->id];
-    if (key != wait_set_key_) {
-      RebuildWaitSet();
-      wait_set_key_ = key;
-    }
-    // Ask for kicks, re-check the rings, then block.
-    if (ArmNotifications())
-      Sleep();
-    DisarmNotifications();
-    last_work = std::chrono::steady_clock::now();
+    // Adaptive: keep polling for idle_poll after the last frame (0:
+    // interrupt mode, sleep at once; busy mode: never), then ask for kicks,
+    // re-check the rings, and block. The wait set is rebuilt when the port
+    // snapshot changes; RefreshPorts invalidates it on ring changes too.
+    // Completions of a pending transmit do not make a socket readable:
+    // with some pending, the sleep is short (poll_soon).
+    idle_.IdleRoundAt(
+        now, seen_ports_version_, [this](vhost::IdleWaiter::WaitSet& set) { AddWaitSources(set); },
+        [this] { return ArmNotifications(); }, [this] { DisarmNotifications(); }, transmit_pending);
   }
 }
 

@@ -2,6 +2,7 @@
 #include "api/xvioctl/render.h"
 
 #include <algorithm>
+#include <map>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -50,6 +51,17 @@ uint64_t DropTotal(const v1::TrafficCounters& counters) {
   for (const auto& [reason, count] : counters.drops())
     total += count;
   return total;
+}
+
+// "reason count, ..." of the non-zero drops, sorted by reason; "" if none.
+std::string NonZeroDrops(const v1::TrafficCounters& counters) {
+  std::map<std::string, uint64_t> sorted(counters.drops().begin(), counters.drops().end());
+  std::vector<std::string> parts;
+  for (const auto& [reason, count] : sorted) {
+    if (count != 0)
+      parts.push_back(absl::StrCat(reason, " ", count));
+  }
+  return absl::StrJoin(parts, ", ");
 }
 
 void AddTrafficRow(Table& table, const std::string& name, const v1::TrafficCounters& counters) {
@@ -237,20 +249,47 @@ std::string StatsText(const v1::Stats& stats) {
     }
   }
   Table uplinks(header("UPLINK"));
+  // Uplink queues are AF_XDP sockets: their drops are the kernel's.
+  std::string drop_lines;
   for (const auto& uplink : stats.uplinks()) {
     AddTrafficRow(uplinks, uplink.uplink(), uplink.total());
+    if (const std::string drops = NonZeroDrops(uplink.total()); !drops.empty())
+      absl::StrAppend(&drop_lines, uplink.uplink(), " drops: ", drops, "\n");
     for (const auto& queue : uplink.queues()) {
-      AddTrafficRow(uplinks, absl::StrCat("  queue ", queue.queue()), queue.counters());
+      AddTrafficRow(uplinks,
+                    absl::StrCat("  queue ", queue.queue(), " (worker ", queue.worker(), ")"),
+                    queue.counters());
+      if (const std::string drops = NonZeroDrops(queue.counters()); !drops.empty())
+        absl::StrAppend(&drop_lines, uplink.uplink(), " queue ", queue.queue(), " drops: ", drops,
+                        "\n");
     }
   }
-  Table workers({"WORKER", "CPU", "POLLS", "BUSY-POLLS", "SLEEPS", "FRAMES", "KICKS", "SYSCALLS"});
+  Table offloads({"UPLINK", "RX-CSUM-VALID", "RX-CSUM-INVALID", "RX-CSUM-NOT-CHECKED",
+                  "TX-SEGMENTED", "TX-SEGMENTS", "TX-CSUM-COMPLETED"});
+  for (const auto& uplink : stats.uplinks()) {
+    const v1::UplinkOffloadCounters& counters = uplink.offloads();
+    offloads.Add({uplink.uplink(), absl::StrCat(counters.rx_checksums_valid()),
+                  absl::StrCat(counters.rx_checksums_invalid()),
+                  absl::StrCat(counters.rx_checksums_not_checked()),
+                  absl::StrCat(counters.tx_frames_segmented()),
+                  absl::StrCat(counters.tx_segments_produced()),
+                  absl::StrCat(counters.tx_checksums_completed())});
+  }
+  Table workers({"WORKER", "CPU", "POLLS", "BUSY-POLLS", "SLEEPS", "FRAMES", "KICKS", "SYSCALLS",
+                 "DROPS", "UPLINK", "QUEUES"});
   for (const auto& worker : stats.workers()) {
+    uint64_t drops = 0;
+    for (const auto& [reason, count] : worker.drops())
+      drops += count;
     workers.Add({absl::StrCat(worker.worker()), absl::StrCat(worker.cpu()),
                  absl::StrCat(worker.polls()), absl::StrCat(worker.busy_polls()),
                  absl::StrCat(worker.sleeps()), absl::StrCat(worker.frames()),
-                 absl::StrCat(worker.kicks()), absl::StrCat(worker.syscalls())});
+                 absl::StrCat(worker.kicks()), absl::StrCat(worker.syscalls()), absl::StrCat(drops),
+                 Or(worker.uplink(), "-"), absl::StrJoin(worker.uplink_queues(), ",")});
   }
-  absl::StrAppend(&text, ports.Text(), "\n", uplinks.Text(), "\n");
+  absl::StrAppend(&text, ports.Text(), "\n", uplinks.Text(), drop_lines, "\n");
+  if (!stats.uplinks().empty())
+    absl::StrAppend(&text, offloads.Text(), "\n");
   if (stats.workers().empty()) {
     absl::StrAppend(&text, "workers: none running\n\n");
   } else {

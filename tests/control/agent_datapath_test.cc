@@ -22,6 +22,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/control/agent_lab.h"
+#include "tests/control/agent_lab_test.h"
 #include "tests/support/lab_frames.h"
 #include "tests/vhost/process_harness.h"
 
@@ -41,7 +42,6 @@ using ::testing::Contains;
 using ::testing::HasSubstr;
 using xvio::testing::AgentLab;
 using xvio::testing::BackgroundProcess;
-using xvio::testing::ChildAgent;
 using xvio::testing::PacedSender;
 using xvio::testing::ProcessResult;
 using xvio::testing::TestpmdOptions;
@@ -59,34 +59,46 @@ std::vector<uint8_t> FrameToVm(uint16_t source_port) {
   return xvio::testing::LabUdpFrame(kVmMacBytes, kHostMacBytes, source_port);
 }
 
-class AgentDatapathTest : public ::testing::Test {
+class AgentDatapathTest : public xvio::testing::AgentLabTest {
  protected:
-  void SetUp() override {
-    if (!xvio::testing::HaveLabPrivileges())
-      GTEST_SKIP() << "needs root for namespaces, XDP and DPDK";
-    if (std::system("command -v dpdk-testpmd >/dev/null && command -v bpftool >/dev/null") != 0)
-      GTEST_SKIP() << "needs dpdk-testpmd and bpftool";
-    lab_ = std::make_unique<AgentLab>();
-  }
-
-  ProcessResult Xvioctl(std::vector<std::string> args) const {
-    args.insert(args.begin(), {XVIOCTL_BINARY, "--addr", agent_->address()});
-    return xvio::testing::RunProcess(args);
-  }
-  nlohmann::json XvioctlJson(std::vector<std::string> args) const {
-    args.insert(args.begin(), {"-o", "json"});
-    ProcessResult result = Xvioctl(args);
-    EXPECT_EQ(result.exit_code, 0) << result.err;
-    return nlohmann::json::parse(result.out, nullptr, /*allow_exceptions=*/false);
-  }
-
-  std::unique_ptr<TestpmdProcess> StartVm(const std::string& socket) const {
+  // A testpmd "VM" (macswap) on `socket`; with `owns_socket` it listens
+  // there (virtio_user server=1) for a client-mode port to connect.
+  std::unique_ptr<TestpmdProcess> StartVm(const std::string& socket,
+                                          bool owns_socket = false) const {
     TestpmdOptions options;
     options.socket_path = socket;
-    options.vdev_extra = std::string(",mac=") + kVmMac;
+    options.vdev_extra = std::string(owns_socket ? ",server=1" : "") + ",mac=" + kVmMac;
     options.forward_mode = "macswap";
     options.log_path = (lab_->dir() / "vm0.log").string();
     return std::make_unique<TestpmdProcess>(options);
+  }
+
+  // Port vm0 on `uplink`, created without a MAC, and its VM in `vm` sending
+  // to the lab host (txonly) once its queue is up, so the port learns.
+  void StartMaclessSendingVm(const std::string& uplink, std::unique_ptr<TestpmdProcess>& vm) {
+    ProcessResult created =
+        Xvioctl({"port", "create", "vm0", "--socket", "vm0.sock", "--uplink", uplink});
+    ASSERT_EQ(created.exit_code, 0) << created.err;
+    vm = StartVm((lab_->dir() / "run/vm0.sock").string());
+    ASSERT_TRUE(WaitFor([&] {
+      return XvioctlJson({"port", "get", "vm0"})["status"].value("active_queue_pairs", 0) == 1;
+    }));
+    vm->Command("set fwd txonly");
+    vm->Command(std::string("set eth-peer 0 ") + AgentLab::kHostMac);
+    vm->Command("start");
+  }
+
+  // An agent (steering detached on exit, for a successor to adopt) with a
+  // client-mode port vm0 on uplink0, and its front-end in `vm`: testpmd
+  // owns the port's socket and waits for the agent to connect.
+  void StartClientModeVm(std::unique_ptr<TestpmdProcess>& vm) {
+    agent_ = lab_->NewAgent({"--on-exit", "detach", "--uplink", "uplink0"});
+    ASSERT_TRUE(agent_->Start()) << agent_->Log();
+    const std::string socket = (lab_->dir() / "vm0-frontend.sock").string();
+    ProcessResult created = Xvioctl({"port", "create", "vm0", "--socket", socket, "--mode",
+                                     "client", "--mac", kVmMac, "--uplink", "uplink0"});
+    ASSERT_EQ(created.exit_code, 0) << created.err;
+    vm = StartVm(socket, /*owns_socket=*/true);
   }
 
   // Sends `count` frames to the VM from the lab host in bursts of 64, each
@@ -117,9 +129,6 @@ class AgentDatapathTest : public ::testing::Test {
     }
     close(fd);
   }
-
-  std::unique_ptr<AgentLab> lab_;
-  std::unique_ptr<ChildAgent> agent_;
 };
 
 // A counter of a traffic block in proto3 JSON (uint64 is a string, absent = 0).
@@ -262,16 +271,8 @@ TEST_F(AgentDatapathTest, MissingInterfaceIsRetriedUntilItAppears) {
 TEST_F(AgentDatapathTest, PortWithoutMacLearnsItsAddressFromTransmits) {
   agent_ = lab_->NewAgent({"--on-exit", "detach", "--uplink", "uplink0"});
   ASSERT_TRUE(agent_->Start()) << agent_->Log();
-  ProcessResult created =
-      Xvioctl({"port", "create", "vm0", "--socket", "vm0.sock", "--uplink", "uplink0"});
-  ASSERT_EQ(created.exit_code, 0) << created.err;
-  auto vm = StartVm((lab_->dir() / "run/vm0.sock").string());
-  ASSERT_TRUE(WaitFor([&] {
-    return XvioctlJson({"port", "get", "vm0"})["status"].value("active_queue_pairs", 0) == 1;
-  }));
-  vm->Command("set fwd txonly");
-  vm->Command(std::string("set eth-peer 0 ") + AgentLab::kHostMac);
-  vm->Command("start");
+  std::unique_ptr<TestpmdProcess> vm;
+  ASSERT_NO_FATAL_FAILURE(StartMaclessSendingVm("uplink0", vm));
   nlohmann::json entries;
   EXPECT_TRUE(WaitFor([&] {
     entries = XvioctlJson({"fdb", "list", "--type", "learned"});
@@ -295,27 +296,17 @@ TEST_F(AgentDatapathTest, PortWithoutMacLearnsItsAddressFromTransmits) {
 // A client-mode port: the front-end owns the socket (virtio_user server=1)
 // and the agent connects to it; traffic flows as with a server-mode port.
 TEST_F(AgentDatapathTest, ClientModePortConnectsToTheFrontEndsSocket) {
-  agent_ = lab_->NewAgent({"--on-exit", "detach", "--uplink", "uplink0"});
-  ASSERT_TRUE(agent_->Start()) << agent_->Log();
-  const std::string socket = (lab_->dir() / "vm0-frontend.sock").string();
-  ProcessResult created = Xvioctl({"port", "create", "vm0", "--socket", socket, "--mode", "client",
-                                   "--mac", kVmMac, "--uplink", "uplink0"});
-  ASSERT_EQ(created.exit_code, 0) << created.err;
-  TestpmdOptions options;
-  options.socket_path = socket;
-  options.vdev_extra = std::string(",server=1,mac=") + kVmMac;
-  options.forward_mode = "macswap";
-  options.log_path = (lab_->dir() / "vm0.log").string();
-  TestpmdProcess vm(options);
+  std::unique_ptr<TestpmdProcess> vm;
+  ASSERT_NO_FATAL_FAILURE(StartClientModeVm(vm));
   nlohmann::json port;
   ASSERT_TRUE(WaitFor([&] {
     port = XvioctlJson({"port", "get", "vm0"});
     return port["status"].value("active_queue_pairs", 0) == 1;
   })) << port.dump(2);
   EXPECT_EQ(port["spec"]["vhost_user"]["mode"], "VHOST_USER_MODE_CLIENT");
-  vm.Command("start");
+  vm->Command("start");
   SendToVmAndAwaitEchoes(256);
-  vm.Command("stop");
+  vm->Command("stop");
 }
 
 // Issue 5's restart: after kill -9 the agent restores its ports from the
@@ -323,18 +314,8 @@ TEST_F(AgentDatapathTest, ClientModePortConnectsToTheFrontEndsSocket) {
 // front-end that outlived it (a client-mode port: testpmd owns the socket and
 // waits for a back-end again) is reconnected and served.
 TEST_F(AgentDatapathTest, FrontEndReconnectsAfterTheAgentIsKilledAndRestarted) {
-  agent_ = lab_->NewAgent({"--on-exit", "detach", "--uplink", "uplink0"});
-  ASSERT_TRUE(agent_->Start()) << agent_->Log();
-  const std::string socket = (lab_->dir() / "vm0-frontend.sock").string();
-  ProcessResult created = Xvioctl({"port", "create", "vm0", "--socket", socket, "--mode", "client",
-                                   "--mac", kVmMac, "--uplink", "uplink0"});
-  ASSERT_EQ(created.exit_code, 0) << created.err;
-  TestpmdOptions options;
-  options.socket_path = socket;
-  options.vdev_extra = std::string(",server=1,mac=") + kVmMac;
-  options.forward_mode = "macswap";
-  options.log_path = (lab_->dir() / "vm0.log").string();
-  TestpmdProcess vm(options);
+  std::unique_ptr<TestpmdProcess> vm;
+  ASSERT_NO_FATAL_FAILURE(StartClientModeVm(vm));
   const auto await_connected_port = [&] {
     nlohmann::json port;
     EXPECT_TRUE(WaitFor([&] {
@@ -343,10 +324,10 @@ TEST_F(AgentDatapathTest, FrontEndReconnectsAfterTheAgentIsKilledAndRestarted) {
              port["status"].value("frontend_connected", false) &&
              port["status"].value("active_queue_pairs", 0) == 1;
     })) << port.dump(2)
-        << vm.Command("show port info 0") << agent_->Log();
+        << vm->Command("show port info 0") << agent_->Log();
   };
   await_connected_port();
-  vm.Command("start");
+  vm->Command("start");
   constexpr uint32_t kFrames = 256;
   uint64_t host_base = lab_->HostReceivedFrames();
   SendToVmAndAwaitEchoes(kFrames);
@@ -361,7 +342,7 @@ TEST_F(AgentDatapathTest, FrontEndReconnectsAfterTheAgentIsKilledAndRestarted) {
   // prompt: that read is retried (the link stays down until the restart).
   ASSERT_TRUE(WaitFor([&] {
     try {
-      return vm.Command("show port info 0", std::chrono::seconds(2)).find("Link status: down") !=
+      return vm->Command("show port info 0", std::chrono::seconds(2)).find("Link status: down") !=
              std::string::npos;
     } catch (const std::runtime_error&) {
       return false;
@@ -379,7 +360,7 @@ TEST_F(AgentDatapathTest, FrontEndReconnectsAfterTheAgentIsKilledAndRestarted) {
   // The testpmd that outlived the old agent forwards for the new one.
   host_base = lab_->HostReceivedFrames();
   SendToVmAndAwaitEchoes(kFrames);
-  vm.Command("stop");
+  vm->Command("stop");
   EXPECT_EQ(lab_->HostReceivedFrames() - host_base, kFrames);
   nlohmann::json stats;
   ASSERT_TRUE(WaitFor([&] {
@@ -473,7 +454,8 @@ TEST_F(AgentDatapathTest, ExitPolicyKeepsOrDetachesTheSteering) {
     ASSERT_EQ(agent_->Wait(), 0) << agent_->Log();
     if (policy == "keep") {
       EXPECT_EQ(lab_->AttachedProgramId(), program);
-      EXPECT_EQ(lab_->PinnedMapIds("uplink0").size(), 5u);
+      EXPECT_EQ(lab_->PinnedMapIds("uplink0").size(),
+                6u);  // ports, port index, xsks, config, toeplitz, counters
     } else {
       // The detach run adopted what the keep run left, then removed it.
       EXPECT_THAT(agent_->Log(), HasSubstr("adopted"));
@@ -515,16 +497,8 @@ TEST_F(AgentDatapathTest, UplinkFdbAgeingAndChecksumPolicyComeFromTheApi) {
   EXPECT_EQ(uplink["spec"]["fdb_ageing_seconds"], 1) << uplink.dump(2);
   EXPECT_EQ(uplink["spec"]["rx_checksum_policy"], "RX_CHECKSUM_POLICY_GUEST_VERIFIES");
   ASSERT_EQ(uplink["status"]["datapath"]["state"], "DATAPATH_STATE_READY") << uplink.dump(2);
-  ProcessResult created =
-      Xvioctl({"port", "create", "vm0", "--socket", "vm0.sock", "--uplink", "up0"});
-  ASSERT_EQ(created.exit_code, 0) << created.err;
-  auto vm = StartVm((lab_->dir() / "run/vm0.sock").string());
-  ASSERT_TRUE(WaitFor([&] {
-    return XvioctlJson({"port", "get", "vm0"})["status"].value("active_queue_pairs", 0) == 1;
-  }));
-  vm->Command("set fwd txonly");
-  vm->Command(std::string("set eth-peer 0 ") + AgentLab::kHostMac);
-  vm->Command("start");
+  std::unique_ptr<TestpmdProcess> vm;
+  ASSERT_NO_FATAL_FAILURE(StartMaclessSendingVm("up0", vm));
   const auto learned = [&] {
     const nlohmann::json entries = XvioctlJson({"fdb", "list", "--type", "learned"});
     return entries.contains("entries") ? entries["entries"].size() : size_t{0};

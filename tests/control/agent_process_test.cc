@@ -90,7 +90,10 @@ TEST(AgentProcess, RestartAfterKill9RestoresTheSameState) {
     program_before = lab.AttachedProgramId();
     maps_before = lab.PinnedMapIds("uplink0");
     ASSERT_NE(program_before, 0u);
-    ASSERT_EQ(maps_before.size(), 5u);
+    // The steering maps the agent pins (the steering program may pin more).
+    for (const char* map :
+         {"xvio_ports", "xvio_xsks", "xvio_config", "xvio_toeplitz", "xvio_counters"})
+      ASSERT_TRUE(maps_before.contains(map)) << map << " is not pinned";
     agent->Signal(SIGKILL);
     EXPECT_EQ(agent->Wait(), 128 + SIGKILL);
   }

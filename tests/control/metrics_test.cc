@@ -58,5 +58,52 @@ TEST(Metrics, RendersEveryCounterOnce) {
   EXPECT_THAT(text, Not(HasSubstr("xvio_worker_polls_total{worker=\"0\",cpu=\"1\"} 6")));
 }
 
+// The uplink's offload counters, its per-queue block (with the owning
+// worker) and the worker's uplink queues and drops, each under its name.
+TEST(Metrics, RendersUplinkOffloadsQueuesAndWorkerDrops) {
+  v1::Stats stats;
+  auto* uplink = stats.add_uplinks();
+  uplink->set_uplink("up0");
+  uplink->mutable_offloads()->set_rx_checksums_valid(21);
+  uplink->mutable_offloads()->set_rx_checksums_invalid(3);
+  uplink->mutable_offloads()->set_rx_checksums_not_checked(2);
+  uplink->mutable_offloads()->set_tx_frames_segmented(4);
+  uplink->mutable_offloads()->set_tx_segments_produced(40);
+  uplink->mutable_offloads()->set_tx_checksums_completed(5);
+  auto* queue = uplink->add_queues();
+  queue->set_queue(1);
+  queue->set_worker(2);
+  queue->mutable_counters()->set_rx_frames(17);
+  (*queue->mutable_counters()->mutable_drops())["kernel_rx_ring_full"] = 6;
+  auto* worker = stats.add_workers();
+  worker->set_worker(2);
+  worker->set_cpu(-1);
+  worker->set_uplink("up0");
+  worker->add_uplink_queues(1);
+  (*worker->mutable_drops())["guest_ring_full"] = 8;
+
+  const std::string text = RenderPrometheus(stats, v1::AgentInfo());
+  for (const char* sample : {
+           "xvio_uplink_rx_checksums_total{uplink=\"up0\",result=\"valid\"} 21\n",
+           "xvio_uplink_rx_checksums_total{uplink=\"up0\",result=\"invalid\"} 3\n",
+           "xvio_uplink_rx_checksums_total{uplink=\"up0\",result=\"not_checked\"} 2\n",
+           "xvio_uplink_tx_frames_segmented_total{uplink=\"up0\"} 4\n",
+           "xvio_uplink_tx_segments_produced_total{uplink=\"up0\"} 40\n",
+           "xvio_uplink_tx_checksums_completed_total{uplink=\"up0\"} 5\n",
+           "xvio_uplink_queue_rx_frames_total{uplink=\"up0\",queue=\"1\"} 17\n",
+           "xvio_uplink_queue_drops_total{uplink=\"up0\",queue=\"1\",reason=\"kernel_rx_ring_"
+           "full\"} 6\n",
+           "xvio_uplink_queue_worker{uplink=\"up0\",queue=\"1\"} 2\n",
+           "xvio_worker_uplink_queue_info{worker=\"2\",uplink=\"up0\",queue=\"1\"} 1\n",
+           "xvio_worker_drops_total{worker=\"2\",cpu=\"-1\",reason=\"guest_ring_full\"} 8\n",
+       }) {
+    EXPECT_THAT(text, HasSubstr(sample));
+  }
+  const std::string type_line = "# TYPE xvio_uplink_rx_checksums_total counter\n";
+  const auto first = text.find(type_line);
+  ASSERT_NE(first, std::string::npos);
+  EXPECT_EQ(text.find(type_line, first + 1), std::string::npos);
+}
+
 }  // namespace
 }  // namespace xvio::control

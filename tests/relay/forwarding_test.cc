@@ -502,5 +502,49 @@ TEST(UplinkHeaderTest, UnhashedFrameWithoutOffloadsNeedsNoHeader) {
   EXPECT_EQ(plain.hash_report, 0);
 }
 
+// A flooded frame: one builder, one header per target guest by its
+// features; the checksums are verified when the first guest that wants
+// DATA_VALID comes, and only then, however many follow.
+TEST(UplinkHeaderTest, FloodedFrameIsVerifiedOnceForAllItsGuests) {
+  datapath::SoftwareOffload offload(1500);
+  std::vector<uint8_t> frame = GoodFrame(kChecksumCases[1]);
+  const vhost::HostSegment piece{reinterpret_cast<std::byte*>(frame.data()),
+                                 static_cast<uint32_t>(frame.size())};
+  UplinkNetHeaderBuilder builder(std::span(&piece, 1), HashReportOf(HashedMetadata()),
+                                 UplinkHeaderOptions{}, offload);
+  vhost::VirtioNetHeader header;
+  EXPECT_FALSE(builder.Build(kVersion1, header)) << "a guest with neither feature";
+  EXPECT_EQ(offload.counters().checksums_verified_valid, 0u) << "verified for nobody";
+  for (int guest = 0; guest < 3; ++guest) {
+    ASSERT_TRUE(builder.Build(kVersion1 | kGuestCsum, header));
+    EXPECT_EQ(header.flags, vhost::kNetHeaderDataValid);
+    EXPECT_EQ(header.hash_report, 0) << "HASH_REPORT not negotiated";
+  }
+  ASSERT_TRUE(builder.Build(kVersion1 | kGuestCsum | kHashReportFeature, header));
+  EXPECT_EQ(header.flags, vhost::kNetHeaderDataValid);
+  EXPECT_EQ(header.hash_report, XVIO_HASH_TYPE_TCPV4);
+  EXPECT_EQ(header.hash_value, 0x9e3779b9u);
+  EXPECT_EQ(offload.counters().checksums_verified_valid, 1u) << "verified once per guest";
+}
+
+// The AF_PACKET copy of a group frame has no steering metadata: no hash is
+// reported, and a bad checksum stays unmarked for every guest.
+TEST(UplinkHeaderTest, FloodedFrameWithoutMetadataReportsNoHash) {
+  datapath::SoftwareOffload offload(1500);
+  std::vector<uint8_t> frame = GoodFrame(kChecksumCases[2]);
+  frame.back() ^= 1;
+  const vhost::HostSegment piece{reinterpret_cast<std::byte*>(frame.data()),
+                                 static_cast<uint32_t>(frame.size())};
+  UplinkNetHeaderBuilder builder(std::span(&piece, 1), HashReport{}, UplinkHeaderOptions{},
+                                 offload);
+  vhost::VirtioNetHeader header;
+  for (int guest = 0; guest < 2; ++guest) {
+    EXPECT_FALSE(builder.Build(kVersion1 | kGuestCsum | kHashReportFeature, header));
+    EXPECT_EQ(header.flags, 0);
+    EXPECT_EQ(header.hash_report, 0);
+  }
+  EXPECT_EQ(offload.counters().checksums_verified_invalid, 1u);
+}
+
 }  // namespace
 }  // namespace xvio::relay

@@ -1,0 +1,133 @@
+// Integration: flooded uplink frames (broadcast and multicast) are told to
+// each guest what a unicast frame would be: DATA_VALID when the relay
+// verified the checksums, for every VM of the VLAN, with each frame verified
+// once however many VMs it goes to. Both flood paths: the AF_PACKET copy of
+// the group frames the host keeps (--broadcast-action pass) and the frames
+// XDP redirects to the relay instead (--broadcast-action redirect).
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/relay/frame_builder.h"
+#include "tests/relay_uplink/relay_lab.h"
+#include "tests/relay_uplink/relay_process.h"
+#include "tests/support/netns_lab.h"
+#include "tests/vhost/process_harness.h"
+
+namespace xvio::testing {
+namespace {
+
+constexpr char kVm0Mac[] = "02:00:00:00:00:10";
+constexpr char kVm1Mac[] = "02:00:00:00:00:11";
+constexpr uint8_t kHostMacBytes[6] = {0x02, 0, 0, 0, 0x99, 0x01};
+constexpr uint8_t kBroadcastMac[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+constexpr uint8_t kAllNodesMac[6] = {0x33, 0x33, 0, 0, 0, 0x01};  // IPv6 ff02::1
+
+// `good` frames with correct checksums, then `bad` with a payload bit
+// flipped after the checksums were computed, for each of TCP and UDP over
+// IPv4 (to the broadcast MAC) and IPv6 (to the all-nodes multicast MAC).
+// Addressed to nobody on the lab's subnet, so the host stack drops its copy.
+struct FloodFrames {
+  std::vector<std::vector<uint8_t>> frames;
+  uint32_t good = 0;
+  uint32_t bad = 0;
+};
+FloodFrames MakeFloodFrames(uint16_t good, uint16_t bad) {
+  FloodFrames out;
+  uint16_t index = 0;
+  for (const bool ipv6 : {false, true}) {
+    for (const bool udp : {false, true}) {
+      for (uint16_t i = 0; i < good + bad; ++i) {
+        datapath::testing::FrameSpec spec;
+        spec.ipv6 = ipv6;
+        spec.udp = udp;
+        std::memcpy(spec.destination_mac, ipv6 ? kAllNodesMac : kBroadcastMac, 6);
+        std::memcpy(spec.source_mac, kHostMacBytes, 6);
+        spec.source_port = static_cast<uint16_t>(30000 + index++);
+        std::vector<uint8_t> bytes =
+            datapath::testing::BuildFrame(spec, datapath::testing::PatternPayload(301, 5)).bytes;
+        if (i >= good)
+          bytes.back() ^= 0x40;
+        out.frames.push_back(std::move(bytes));
+      }
+      out.good += good;
+      out.bad += bad;
+    }
+  }
+  return out;
+}
+
+class RelayFloodOffloadTest : public RelayLabTest {
+ protected:
+  void SetUp() override { SetUpLab(); }
+
+  // Two testpmd VMs, vm0 and vm1 on the lab's VLAN, both with TCP/UDP rx
+  // checksum offload (GUEST_CSUM; DATA_VALID becomes L4_CKSUM_GOOD, see
+  // relay_offload_test.cc), receive the flood of `frames` through a relay
+  // started with `relay_arguments`. Checks that each VM got every frame
+  // marked as its checksum deserves, and that the relay verified each
+  // frame once, not once per VM.
+  void FloodToTwoVms(const std::vector<std::string>& relay_arguments) {
+    const std::string socket0 = directory_.path() + "/vm0.sock";
+    const std::string socket1 = directory_.path() + "/vm1.sock";
+    RelayProcess relay(uplink_ns_, directory_.path(),
+                       {"vm0=" + socket0 + "," + kVm0Mac, "vm1=" + socket1 + "," + kVm1Mac},
+                       relay_arguments);
+    auto vm0 = StartVm({.socket = socket0,
+                        .mac = kVm0Mac,
+                        .log = "vm0.log",
+                        .app_arguments = "--rx-offloads=0xc"});
+    auto vm1 = StartVm({.socket = socket1,
+                        .mac = kVm1Mac,
+                        .log = "vm1.log",
+                        .app_arguments = "--rx-offloads=0xc"});
+    WaitPortReady(relay, "vm0");
+    WaitPortReady(relay, "vm1");
+    for (TestpmdProcess* vm : {vm0.get(), vm1.get()}) {
+      vm->Command("set verbose 1");
+      vm->Command("start");
+    }
+    const FloodFrames flood = MakeFloodFrames(5, 2);
+    SendFromLabHost(
+        [&flood](uint32_t index) { return flood.frames[index]; },
+        static_cast<uint32_t>(flood.frames.size()),
+        [&] { return std::min(vm0->PortStats().rx_packets, vm1->PortStats().rx_packets); },
+        [&] { return "relay drops: " + relay.NonZeroDrops(); });
+    for (auto* vm : {&vm0, &vm1}) {
+      (*vm)->Command("stop");
+      vm->reset();  // its transcript, one ol_flags line per packet, goes to its log
+    }
+    for (const char* name : {"vm0", "vm1"}) {
+      SCOPED_TRACE(name);
+      const std::string log = ReadFile(directory_.path() + "/" + name + ".log");
+      EXPECT_EQ(CountOf(log, "  ol_flags: "), flood.frames.size()) << log;
+      EXPECT_EQ(CountOf(log, "RTE_MBUF_F_RX_L4_CKSUM_GOOD"), flood.good) << log;
+      EXPECT_EQ(CountOf(log, "RTE_MBUF_F_RX_L4_CKSUM_UNKNOWN"), flood.bad) << log;
+      EXPECT_EQ(CountOf(log, "RTE_MBUF_F_RX_L4_CKSUM_BAD"), 0u) << log;
+      EXPECT_EQ(relay.Counter(std::string("port.") + name + ".from_uplink"), flood.frames.size());
+    }
+    EXPECT_EQ(relay.SettledCounter("offload.rx_checksums_valid", flood.good), flood.good)
+        << "each flooded frame is verified once, for all the VMs it goes to";
+    EXPECT_EQ(relay.Counter("offload.rx_checksums_invalid"), flood.bad);
+    EXPECT_EQ(relay.Counter("offload.rx_checksums_not_checked"), 0u);
+    EXPECT_EQ(relay.NonZeroDrops(), "");
+  }
+};
+
+// The host keeps group frames (XDP_PASS); the relay floods the AF_PACKET copy.
+TEST_F(RelayFloodOffloadTest, GroupFrameCopiesReachEveryVmMarkedLikeUnicastFrames) {
+  FloodToTwoVms({});
+}
+
+// XDP redirects group frames to the relay (the host does not get them).
+TEST_F(RelayFloodOffloadTest, RedirectedFloodsReachEveryVmMarkedLikeUnicastFrames) {
+  FloodToTwoVms({"--broadcast-action", "redirect", "--multicast-action", "redirect"});
+}
+
+}  // namespace
+}  // namespace xvio::testing
