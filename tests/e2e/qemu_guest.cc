@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <regex>
 #include <stdexcept>
@@ -17,6 +18,18 @@
 extern char** environ;
 
 namespace xvio::testing {
+
+void QemuGuestTest::SetUp() {
+  if (geteuid() != 0)
+    GTEST_SKIP() << "needs root (QEMU, vhost-user sockets, network namespaces, XDP)";
+  if (std::system("command -v qemu-system-x86_64 >/dev/null") != 0)
+    GTEST_SKIP() << "no QEMU";
+  try {
+    image_ = BuildGuestImage();
+  } catch (const std::exception& error) {
+    GTEST_SKIP() << "no guest image (kernel not downloadable here?): " << error.what();
+  }
+}
 
 GuestImage BuildGuestImage(const std::string& cache_dir) {
   const std::string command =

@@ -1,8 +1,10 @@
 // A QEMU guest for end-to-end tests: TCG, Debian kernel + busybox initramfs
 // (build-guest-image.sh), one virtio-net NIC on a vhost-user socket, and a
-// shell on the serial console that the test drives through a pipe.
+// shell on the serial console that the test drives through a pipe; and
+// QemuGuestTest, the fixture of every test that boots one.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -57,6 +59,16 @@ class QemuGuest {
   std::string pending_;  // read but not yet consumed
   std::string transcript_;
   int command_sequence_ = 0;
+};
+
+// Fixture for tests that boot guests: SetUp skips the test without root,
+// without qemu-system-x86_64, or without a guest image (the kernel could not
+// be downloaded here), and keeps the image for GuestOptions.
+class QemuGuestTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+
+  GuestImage image_;
 };
 
 }  // namespace xvio::testing

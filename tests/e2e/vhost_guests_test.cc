@@ -28,23 +28,16 @@ bool GuestHasFeature(const std::string& bits, int bit) {
   return bit < static_cast<int>(bits.size()) && bits[bit] == '1';
 }
 
-TEST(VhostGuestsTest, TwoGuestsPingAndStreamThroughPatchedPorts) {
-  if (geteuid() != 0)
-    GTEST_SKIP() << "needs root";
-  if (system("command -v qemu-system-x86_64 >/dev/null") != 0)
-    GTEST_SKIP() << "no QEMU";
-  GuestImage image;
-  try {
-    image = BuildGuestImage();
-  } catch (const std::exception& error) {
-    GTEST_SKIP() << "no guest image (kernel not downloadable here?): " << error.what();
-  }
+// Skips without root, QEMU or the guest image (QemuGuestTest).
+class VhostGuestsTest : public QemuGuestTest {};
+
+TEST_F(VhostGuestsTest, TwoGuestsPingAndStreamThroughPatchedPorts) {
   TempDir directory;
   PatchProcess patch(XVIO_VHOST_PATCH_BINARY, directory.path());
   auto make_guest = [&](const std::string& socket, const std::string& mac, const std::string& ip,
                         const std::string& log) {
     GuestOptions options;
-    options.image = image;
+    options.image = image_;
     options.vhost_socket = socket;
     options.mac = mac;
     options.ipv4_cidr = ip;

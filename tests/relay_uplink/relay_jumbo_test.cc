@@ -245,17 +245,17 @@ class RelayJumboTest : public RelayLabTest {
   // A testpmd VM on the relay's port vm0. `vdev_extra` picks the virtio
   // features (",mrg_rxbuf=0"), `app_arguments` the mbufs; `jumbo` sets the
   // port's MTU to 9000 (DPDK then wants mbufs or scatter to match).
-  std::unique_ptr<TestpmdProcess> StartVm(const std::string& mode, const std::string& vdev_extra,
-                                          const std::string& app_arguments, bool jumbo = true) {
-    TestpmdOptions options;
-    options.socket_path = socket_path();
-    options.vdev_extra = std::string(",mac=") + kVmMac + vdev_extra;
-    options.forward_mode = mode;
-    options.extra_app_args =
-        (jumbo ? "--max-pkt-len=" + std::to_string(kMtu + 18) + " " : std::string()) +
-        app_arguments;
-    options.log_path = directory_.path() + "/vm0.log";
-    return std::make_unique<TestpmdProcess>(options);
+  std::unique_ptr<TestpmdProcess> StartJumboVm(const std::string& mode,
+                                               const std::string& vdev_extra,
+                                               const std::string& app_arguments,
+                                               bool jumbo = true) const {
+    return StartVm({.socket = socket_path(),
+                    .mac = kVmMac,
+                    .mode = mode,
+                    .vdev_extra = vdev_extra,
+                    .app_arguments = (jumbo ? "--max-pkt-len=" + std::to_string(kMtu + 18) + " "
+                                            : std::string()) +
+                                     app_arguments});
   }
   // `port_options` are xvio-relay's after the MAC (",1,access=10").
   std::unique_ptr<RelayProcess> StartRelay(const std::string& port_options = "") {
@@ -265,29 +265,15 @@ class RelayJumboTest : public RelayLabTest {
   }
   std::string socket_path() const { return directory_.path() + "/vm0.sock"; }
 
-  // The lab host's interface counter `name` (rx_packets, rx_bytes): exact
-  // where a packet socket may lose frames to its receive buffer.
-  uint64_t HostCounter(const std::string& name) {
-    FILE* pipe = popen(host_ns_.Exec("cat /sys/class/net/peer0/statistics/" + name).c_str(), "r");
-    unsigned long long value = 0;
-    if (pipe != nullptr) {
-      if (fscanf(pipe, "%llu", &value) != 1)
-        value = 0;
-      pclose(pipe);
-    }
-    return value;
-  }
-
-  void WaitPortReady(RelayProcess& relay) {
-    ASSERT_TRUE(WaitUntil([&] { return relay.Counter("port.vm0.ready_queues") == 2; }, seconds(60)))
-        << "port vm0 never got its rings running";
-  }
-
-  // Sends `frames` through the macswap VM and checks that each comes back
-  // once, byte for byte. Bursts of 32 wait for their echoes (the rings on
-  // the way are finite; this checks delivery, not loss under overload).
-  void LoopThroughVm(LabHost& host, const std::vector<std::vector<uint8_t>>& frames) {
-    const size_t base = host.frames().size();
+  // Starts the macswap VM `vm`, sends `frames` from the lab host through it
+  // and checks that each comes back once, byte for byte, and that every
+  // count on the way agrees: the VM's, the relay's uplink and port vm0's,
+  // no drop. Bursts of 32 wait for their echoes (the rings on the way are
+  // finite; this checks delivery, not loss under overload).
+  void LoopThroughVm(const RelayProcess& relay, TestpmdProcess& vm,
+                     const std::vector<std::vector<uint8_t>>& frames) {
+    vm.Command("start");
+    LabHost host(host_ns_);
     constexpr size_t kBurstFrames = 32;
     for (size_t sent = 0; sent < frames.size();) {
       const size_t burst = std::min(kBurstFrames, frames.size() - sent);
@@ -295,16 +281,25 @@ class RelayJumboTest : public RelayLabTest {
         const int error = host.Send(frames[sent]);
         ASSERT_EQ(error, 0) << "frame " << sent << ": " << strerror(error);
       }
-      ASSERT_GE(host.WaitForFrames(base + sent), base + sent)
-          << "only " << host.frames().size() - base << " of " << sent << " echoes came back";
+      ASSERT_GE(host.WaitForFrames(sent), sent)
+          << "only " << host.frames().size() << " of " << sent << " echoes came back";
     }
-    host.WaitForFrames(base + frames.size() + 1, std::chrono::milliseconds(200));
-    ASSERT_EQ(host.frames().size() - base, frames.size()) << "duplicated echoes";
+    host.WaitForFrames(frames.size() + 1, std::chrono::milliseconds(200));
+    ASSERT_EQ(host.frames().size(), frames.size()) << "duplicated echoes";
     for (size_t i = 0; i < frames.size(); ++i) {
-      const std::string problem = EchoProblem(frames[i], host.frames()[base + i]);
+      const std::string problem = EchoProblem(frames[i], host.frames()[i]);
       ASSERT_EQ(problem, "") << "echo of frame " << i << " (" << frames[i].size() << " bytes)";
     }
     EXPECT_EQ(host.oversized(), 0u);
+    vm.Command("stop");
+    const uint64_t total = frames.size();
+    EXPECT_EQ(vm.PortStats().rx_packets, total);
+    EXPECT_EQ(vm.PortStats().tx_packets, total);
+    EXPECT_EQ(relay.SettledCounter("uplink.rx_frames", total), total);
+    EXPECT_EQ(relay.SettledCounter("port.vm0.from_uplink", total), total);
+    EXPECT_EQ(relay.SettledCounter("port.vm0.to_uplink", total), total);
+    EXPECT_EQ(relay.SettledCounter("uplink.tx_frames", total), total);
+    EXPECT_EQ(relay.NonZeroDrops(), "") << "the relay dropped frames";
   }
 };
 
@@ -320,6 +315,17 @@ std::vector<std::vector<uint8_t>> FramesAroundChainBoundaries(uint32_t first_seq
   return frames;
 }
 
+// `count` frames of the largest size the MTU allows, then the sizes around
+// chain boundaries (numbered on from `count`).
+std::vector<std::vector<uint8_t>> LargestFramesThenChainBoundaries(uint32_t count) {
+  std::vector<std::vector<uint8_t>> frames;
+  for (uint32_t i = 0; i < count; ++i)
+    frames.push_back(NumberedFrame(i, kLargestFrameBytes));
+  for (auto& frame : FramesAroundChainBoundaries(count))
+    frames.push_back(std::move(frame));
+  return frames;
+}
+
 // Lab host -> VM -> lab host at MTU 9000, the VM taking frames in mergeable
 // 2 KiB buffers (virtio_user's default: MRG_RXBUF) and sending them back
 // as chains of mbufs.
@@ -327,49 +333,18 @@ TEST_F(RelayJumboTest, NineThousandByteFramesLoopThroughAVmInMergeableBuffers) {
   auto relay = StartRelay();
   EXPECT_EQ(relay->Counter("offload.uplink_mtu"), kMtu)
       << "the relay did not take the uplink's MTU";
-  auto vm = StartVm("macswap", "", "--enable-scatter");
+  auto vm = StartJumboVm("macswap", "", "--enable-scatter");
   WaitPortReady(*relay);
-  vm->Command("start");
-  LabHost host(host_ns_);
-  std::vector<std::vector<uint8_t>> frames;
-  constexpr uint32_t kJumboFrames = 300;
-  for (uint32_t i = 0; i < kJumboFrames; ++i)
-    frames.push_back(NumberedFrame(i, kLargestFrameBytes));
-  for (auto& frame : FramesAroundChainBoundaries(kJumboFrames))
-    frames.push_back(std::move(frame));
-  LoopThroughVm(host, frames);
-  vm->Command("stop");
-  const uint64_t total = frames.size();
-  EXPECT_EQ(vm->PortStats().rx_packets, total);
-  EXPECT_EQ(vm->PortStats().tx_packets, total);
-  EXPECT_EQ(relay->SettledCounter("uplink.rx_frames", total), total);
-  EXPECT_EQ(relay->SettledCounter("port.vm0.from_uplink", total), total);
-  EXPECT_EQ(relay->SettledCounter("port.vm0.to_uplink", total), total);
-  EXPECT_EQ(relay->SettledCounter("uplink.tx_frames", total), total);
-  EXPECT_EQ(relay->NonZeroDrops(), "") << "the relay dropped frames";
+  LoopThroughVm(*relay, *vm, LargestFramesThenChainBoundaries(300));
 }
 
 // Without MRG_RXBUF, a guest that posts buffers as large as the MTU gets
 // each 9000-byte frame in one buffer chain.
 TEST_F(RelayJumboTest, NineThousandByteFramesFillOneLargeBufferWithoutMergeableBuffers) {
   auto relay = StartRelay();
-  auto vm = StartVm("macswap", ",mrg_rxbuf=0", "--mbuf-size=9600");
+  auto vm = StartJumboVm("macswap", ",mrg_rxbuf=0", "--mbuf-size=9600");
   WaitPortReady(*relay);
-  vm->Command("start");
-  LabHost host(host_ns_);
-  std::vector<std::vector<uint8_t>> frames;
-  constexpr uint32_t kJumboFrames = 100;
-  for (uint32_t i = 0; i < kJumboFrames; ++i)
-    frames.push_back(NumberedFrame(i, kLargestFrameBytes));
-  for (auto& frame : FramesAroundChainBoundaries(kJumboFrames))
-    frames.push_back(std::move(frame));
-  LoopThroughVm(host, frames);
-  vm->Command("stop");
-  const uint64_t total = frames.size();
-  EXPECT_EQ(vm->PortStats().rx_packets, total);
-  EXPECT_EQ(relay->SettledCounter("port.vm0.from_uplink", total), total);
-  EXPECT_EQ(relay->SettledCounter("uplink.tx_frames", total), total);
-  EXPECT_EQ(relay->NonZeroDrops(), "") << "the relay dropped frames";
+  LoopThroughVm(*relay, *vm, LargestFramesThenChainBoundaries(100));
 }
 
 // A guest without MRG_RXBUF whose buffers are 2 KiB cannot take a 9000-byte
@@ -377,7 +352,7 @@ TEST_F(RelayJumboTest, NineThousandByteFramesFillOneLargeBufferWithoutMergeableB
 // in part, and frames that fit still pass.
 TEST_F(RelayJumboTest, FrameLargerThanTheGuestsBuffersIsDroppedAndCounted) {
   auto relay = StartRelay();
-  auto vm = StartVm("rxonly", ",mrg_rxbuf=0", "", /*jumbo=*/false);
+  auto vm = StartJumboVm("rxonly", ",mrg_rxbuf=0", "", /*jumbo=*/false);
   WaitPortReady(*relay);
   vm->Command("start");
   LabHost host(host_ns_);
@@ -406,13 +381,13 @@ TEST_F(RelayJumboTest, FrameLargerThanTheGuestsBuffersIsDroppedAndCounted) {
 // above the MTU are dropped by the relay and counted, and none arrives.
 TEST_F(RelayJumboTest, VmFramesUpToTheMtuLeaveWholeAndLargerOnesAreCountedDrops) {
   auto relay = StartRelay();
-  auto vm = StartVm("txonly", "", "--mbuf-size=9600");
+  auto vm = StartJumboVm("txonly", "", "--mbuf-size=9600");
   WaitPortReady(*relay);
   vm->Command(std::string("set eth-peer 0 ") + kHostMac);
   vm->Command("set txpkts " + std::to_string(kLargestFrameBytes));
   LabHost host(host_ns_);
-  const uint64_t host_frames = HostCounter("rx_packets");
-  const uint64_t host_bytes = HostCounter("rx_bytes");
+  const uint64_t host_frames = HostReceivedFrames();
+  const uint64_t host_bytes = InterfaceCounter(host_ns_, "peer0", "rx_bytes");
   vm->Command("start");
   ASSERT_TRUE(WaitUntil([&] { return relay->Counter("uplink.tx_frames") >= 2000; }, seconds(60)))
       << "traffic did not flow: uplink.tx_frames=" << relay->Counter("uplink.tx_frames")
@@ -421,11 +396,10 @@ TEST_F(RelayJumboTest, VmFramesUpToTheMtuLeaveWholeAndLargerOnesAreCountedDrops)
   const uint64_t sent = vm->PortStats().tx_packets;
   EXPECT_EQ(relay->SettledCounter("uplink.tx_frames", sent), sent);
   EXPECT_EQ(relay->SettledCounter("port.vm0.to_uplink", sent), sent);
-  EXPECT_TRUE(
-      WaitUntil([&] { return HostCounter("rx_packets") - host_frames >= sent; }, seconds(10)));
-  EXPECT_EQ(HostCounter("rx_packets") - host_frames, sent)
+  EXPECT_TRUE(WaitUntil([&] { return HostReceivedFrames() - host_frames >= sent; }, seconds(10)));
+  EXPECT_EQ(HostReceivedFrames() - host_frames, sent)
       << "frames lost between the VM and the lab host";
-  EXPECT_EQ(HostCounter("rx_bytes") - host_bytes, sent * kLargestFrameBytes)
+  EXPECT_EQ(InterfaceCounter(host_ns_, "peer0", "rx_bytes") - host_bytes, sent * kLargestFrameBytes)
       << "frames were cut or segmented";
   host.Drain();
   ASSERT_FALSE(host.frames().empty());
@@ -445,7 +419,7 @@ TEST_F(RelayJumboTest, VmFramesUpToTheMtuLeaveWholeAndLargerOnesAreCountedDrops)
   EXPECT_EQ(relay->Counter("uplink.tx_frames"), sent) << "a frame above the MTU went out";
   host.WaitForFrames(1, std::chrono::milliseconds(300));
   EXPECT_EQ(host.frames().size(), 0u) << "a frame above the MTU reached the lab host";
-  EXPECT_EQ(HostCounter("rx_packets") - host_frames, sent) << "a frame above the MTU arrived";
+  EXPECT_EQ(HostReceivedFrames() - host_frames, sent) << "a frame above the MTU arrived";
 }
 
 // A guest TSO frame on a jumbo uplink: testpmd's csum engine echoes each
@@ -457,7 +431,7 @@ TEST_F(RelayJumboTest, VmFramesUpToTheMtuLeaveWholeAndLargerOnesAreCountedDrops)
 TEST_F(RelayJumboTest, GuestTsoFramesAreSegmentedIntoChainsOnAJumboUplink) {
   auto relay = StartRelay();
   // No 9 s wait for a link that "port stop" took down.
-  auto vm = StartVm("csum", "", "--enable-scatter --disable-link-check");
+  auto vm = StartJumboVm("csum", "", "--enable-scatter --disable-link-check");
   WaitPortReady(*relay);
   vm->Command("port stop 0");
   for (const char* command : {"csum set ip sw 0", "csum set tcp hw 0", "tso set 4000 0"})
@@ -529,10 +503,8 @@ TEST_F(RelayJumboTest, GuestTsoFramesAreSegmentedIntoChainsOnAJumboUplink) {
 // the IP datagram is still 9000, within the MTU).
 TEST_F(RelayJumboTest, TaggedJumboFramesKeepTheirVlanAcrossChains) {
   auto relay = StartRelay(",1,access=10");
-  auto vm = StartVm("macswap", "", "--enable-scatter");
+  auto vm = StartJumboVm("macswap", "", "--enable-scatter");
   WaitPortReady(*relay);
-  vm->Command("start");
-  LabHost host(host_ns_);
   std::vector<std::vector<uint8_t>> frames;
   for (uint32_t i = 0; i < 50; ++i) {
     std::vector<uint8_t> frame = NumberedFrame(i, kLargestFrameBytes);
@@ -540,11 +512,8 @@ TEST_F(RelayJumboTest, TaggedJumboFramesKeepTheirVlanAcrossChains) {
     frame.insert(frame.begin() + 12, tag, tag + 4);
     frames.push_back(std::move(frame));
   }
-  LoopThroughVm(host, frames);
-  vm->Command("stop");
+  LoopThroughVm(*relay, *vm, frames);
   EXPECT_EQ(vm->TotalRxBytes(), frames.size() * kLargestFrameBytes) << "tags not popped";
-  EXPECT_EQ(relay->SettledCounter("uplink.tx_frames", frames.size()), frames.size());
-  EXPECT_EQ(relay->NonZeroDrops(), "") << "the relay dropped frames";
 }
 
 // A 9000-byte broadcast from the lab host stays with the uplink's host
@@ -552,7 +521,7 @@ TEST_F(RelayJumboTest, TaggedJumboFramesKeepTheirVlanAcrossChains) {
 // slots are sized for the MTU, in mergeable buffers.
 TEST_F(RelayJumboTest, JumboBroadcastReachesTheVmWhole) {
   auto relay = StartRelay();
-  auto vm = StartVm("rxonly", "", "--enable-scatter");
+  auto vm = StartJumboVm("rxonly", "", "--enable-scatter");
   WaitPortReady(*relay);
   vm->Command("start");
   LabHost host(host_ns_);
@@ -580,17 +549,12 @@ TEST_F(RelayJumboTest, MtuBetweenAPageAndAUmemFrameWorks) {
   RunCommandOrThrow(host_ns_.Exec("ip link set peer0 mtu 3600"));
   auto relay = StartRelay();
   EXPECT_EQ(relay->Counter("offload.uplink_mtu"), 3600u);
-  auto vm = StartVm("macswap", "", "--enable-scatter", /*jumbo=*/false);
+  auto vm = StartJumboVm("macswap", "", "--enable-scatter", /*jumbo=*/false);
   WaitPortReady(*relay);
-  vm->Command("start");
-  LabHost host(host_ns_);
   std::vector<std::vector<uint8_t>> frames;
   for (uint32_t i = 0; i < 50; ++i)
     frames.push_back(NumberedFrame(i, i % 2 == 0 ? 3614 : 3507));
-  LoopThroughVm(host, frames);
-  vm->Command("stop");
-  EXPECT_EQ(relay->SettledCounter("uplink.tx_frames", frames.size()), frames.size());
-  EXPECT_EQ(relay->NonZeroDrops(), "") << "the relay dropped frames";
+  LoopThroughVm(*relay, *vm, frames);
 }
 
 // What the relay cannot serve is refused at Create with the reason: an MTU

@@ -56,17 +56,10 @@ int64_t GuestUdpCounter(QemuGuest& guest, const std::string& name) {
   return -1;
 }
 
-TEST(RelayOffloadGuestTest, LinuxGuestGetsDataValidAndHashReportThroughQemu) {
-  if (!HaveLabPrivileges())
-    GTEST_SKIP() << "needs root for namespaces, XDP and QEMU";
-  if (system("command -v qemu-system-x86_64 >/dev/null") != 0)
-    GTEST_SKIP() << "no QEMU";
-  GuestImage image;
-  try {
-    image = BuildGuestImage();
-  } catch (const std::exception& error) {
-    GTEST_SKIP() << "no guest image (kernel not downloadable here?): " << error.what();
-  }
+// Skips without root, QEMU or the guest image (QemuGuestTest).
+class RelayOffloadGuestTest : public QemuGuestTest {};
+
+TEST_F(RelayOffloadGuestTest, LinuxGuestGetsDataValidAndHashReportThroughQemu) {
   NetNamespace uplink_ns, host_ns;
   for (const NetNamespace* ns : {&uplink_ns, &host_ns}) {
     RunCommandOrThrow(ns->Exec("sysctl -qw net.ipv6.conf.all.disable_ipv6=1"));
@@ -83,7 +76,7 @@ TEST(RelayOffloadGuestTest, LinuxGuestGetsDataValidAndHashReportThroughQemu) {
   RelayProcess relay(uplink_ns, directory.path(), {"vm0=" + socket + "," + kGuestMac},
                      {"--hash-report"});
   GuestOptions options;
-  options.image = image;
+  options.image = image_;
   options.vhost_socket = socket;
   options.mac = kGuestMac;
   options.ipv4_cidr = "10.99.0.50/24";

@@ -5,16 +5,16 @@
 // the guest side by two front-ends: DPDK's virtio_user (testpmd's per-packet
 // ol_flags) and the in-repo vhost_bench_frontend, because DPDK 22.11's virtio
 // PMD never negotiates HASH_REPORT.
+#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <linux/if_packet.h>
-#include <net/if.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
+#include <cstdio>
 #include <cstring>
+#include <functional>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -113,20 +113,6 @@ std::vector<TestFrame> MakeFrames(uint16_t good, uint16_t bad) {
   return frames;
 }
 
-size_t CountOf(const std::string& text, const std::string& word) {
-  size_t count = 0;
-  for (size_t at = text.find(word); at != std::string::npos; at = text.find(word, at + 1))
-    ++count;
-  return count;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream file(path);
-  std::stringstream text;
-  text << file.rdbuf();
-  return text.str();
-}
-
 // vhost_bench_frontend in sink mode on one socket, logging each received
 // frame's header; SIGTERM on destruction.
 class SinkFrontend {
@@ -207,52 +193,66 @@ class RelayOffloadTest : public RelayLabTest {
     socket_ = directory_.path() + "/vm0.sock";
   }
 
-  void WaitPortReady(RelayProcess& relay) {
-    ASSERT_TRUE(WaitUntil([&] { return relay.Counter("port.vm0.ready_queues") == 2; }, seconds(60)))
-        << "the front-end never got its rings running";
+  // Sends `frames` from the lab host (one burst: fewer than any ring on the
+  // path holds) and waits until `taken` counted them all.
+  void Send(const std::vector<TestFrame>& frames, const std::function<uint64_t()>& taken) const {
+    SendFromLabHost([&frames](uint32_t index) { return frames[index].bytes; },
+                    static_cast<uint32_t>(frames.size()), taken);
   }
 
-  // Sends `frames` from the lab host in one go (fewer than any ring on the
-  // path holds), then waits until `taken` reaches their count.
-  void Send(const std::vector<TestFrame>& frames, const std::function<uint64_t()>& taken) {
-    const uint64_t base = taken();
-    {
-      ScopedNetns inside(host_ns_);
-      const int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
-      ASSERT_GE(fd, 0) << "AF_PACKET socket: " << strerror(errno);
-      sockaddr_ll address{};
-      address.sll_family = AF_PACKET;
-      address.sll_ifindex = static_cast<int>(if_nametoindex("peer0"));
-      address.sll_halen = 6;
-      std::memcpy(address.sll_addr, kVmMacBytes, 6);
-      for (const TestFrame& frame : frames) {
-        ASSERT_EQ(sendto(fd, frame.bytes.data(), frame.bytes.size(), 0,
-                         reinterpret_cast<sockaddr*>(&address), sizeof(address)),
-                  static_cast<ssize_t>(frame.bytes.size()))
-            << "sendto: " << strerror(errno);
-      }
-      close(fd);
+  // A testpmd VM on vm0 (rxonly, verbose) receives `frames` through `relay`
+  // and quits; returns its transcript, which holds one ol_flags line per
+  // frame it received (checked: one per frame sent). With
+  // `enable_rx_checksum` it asks for Rx offloads UDP_CKSUM | TCP_CKSUM (0x4 |
+  // 0x8): the virtio PMD then negotiates GUEST_CSUM and turns DATA_VALID into
+  // L4_CKSUM_GOOD. (Not --enable-rx-cksum: it also asks for IPV4_CKSUM,
+  // which virtio lacks.)
+  std::string SendToTestpmd(const RelayProcess& relay, bool enable_rx_checksum,
+                            const std::vector<TestFrame>& frames) const {
+    auto vm = StartVm({.socket = socket_,
+                       .mac = kVmMac,
+                       .app_arguments = enable_rx_checksum ? "--rx-offloads=0xc" : ""});
+    WaitPortReady(relay);
+    vm->Command("set verbose 1");
+    vm->Command("start");
+    Send(frames, [&] { return vm->PortStats().rx_packets; });
+    vm->Command("stop");
+    vm.reset();  // its transcript, with one ol_flags line per packet, goes to the log
+    const std::string log = ReadFile(directory_.path() + "/vm0.log");
+    EXPECT_EQ(CountOf(log, "  ol_flags: "), frames.size()) << log;
+    return log;
+  }
+
+  // What the in-repo front-end `vm` on vm0 must log for each frame's header.
+  struct ExpectedHeaders {
+    bool data_valid = false;   // flags=2 (DATA_VALID) on frames with a good checksum
+    bool hash_report = false;  // the frame's Toeplitz hash and its virtio type
+  };
+  // Sends `frames` through `relay` to `vm` and checks the header it logged
+  // for each, in the order sent (one uplink queue, one guest queue).
+  void SendAndCheckHeaders(const RelayProcess& relay, const SinkFrontend& vm,
+                           const std::vector<TestFrame>& frames, ExpectedHeaders expected) const {
+    WaitPortReady(relay);
+    Send(frames, [&] { return vm.ReceivedFrames(); });
+    std::vector<std::string> lines;
+    ASSERT_TRUE(WaitUntil(
+        [&] {
+          lines = vm.HeaderLines();
+          return lines.size() >= frames.size();
+        },
+        seconds(10)));
+    ASSERT_EQ(lines.size(), frames.size());
+    for (size_t i = 0; i < frames.size(); ++i) {
+      const bool valid = expected.data_valid && frames[i].checksum_good;
+      char line[96];
+      std::snprintf(line, sizeof line, "flags=%u hash_report=%u hash_value=0x%08x", valid ? 2u : 0u,
+                    expected.hash_report ? frames[i].hash_report : 0u,
+                    expected.hash_report ? frames[i].hash_value : 0u);
+      EXPECT_EQ(lines[i], line) << "frame " << i;
     }
-    ASSERT_TRUE(WaitUntil([&] { return taken() >= base + frames.size(); }, seconds(20)))
-        << "only " << taken() - base << " of " << frames.size() << " frames arrived";
-  }
-
-  std::unique_ptr<TestpmdProcess> StartTestpmd(bool enable_rx_checksum) {
-    TestpmdOptions options;
-    options.socket_path = socket_;
-    options.vdev_extra = std::string(",mac=") + kVmMac;
-    options.forward_mode = "rxonly";
-    options.log_path = testpmd_log_;
-    // Rx offloads UDP_CKSUM | TCP_CKSUM (0x4 | 0x8): the virtio PMD then
-    // negotiates GUEST_CSUM and turns DATA_VALID into L4_CKSUM_GOOD. (Not
-    // --enable-rx-cksum: it also asks for IPV4_CKSUM, which virtio lacks.)
-    if (enable_rx_checksum)
-      options.extra_app_args = "--rx-offloads=0xc";
-    return std::make_unique<TestpmdProcess>(options);
   }
 
   std::string socket_;
-  std::string testpmd_log_ = directory_.path() + "/vm0.log";
 };
 
 // A guest with GUEST_CSUM (testpmd, TCP/UDP rx checksum offload): each good TCP/UDP
@@ -260,17 +260,9 @@ class RelayOffloadTest : public RelayLabTest {
 // without a verdict (UNKNOWN: the guest must check it, and finds it bad).
 TEST_F(RelayOffloadTest, TestpmdSeesGoodChecksumsMarkedAndBadOnesNot) {
   RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket_ + "," + kVmMac});
-  auto vm = StartTestpmd(/*enable_rx_checksum=*/true);
-  WaitPortReady(relay);
-  vm->Command("set verbose 1");
-  vm->Command("start");
   constexpr uint16_t kGood = 6, kBad = 3;
   const std::vector<TestFrame> frames = MakeFrames(kGood, kBad);
-  Send(frames, [&] { return vm->PortStats().rx_packets; });
-  vm->Command("stop");
-  vm.reset();  // its transcript, with one ol_flags line per packet, goes to the log
-  const std::string log = ReadFile(testpmd_log_);
-  ASSERT_EQ(CountOf(log, "  ol_flags: "), frames.size()) << log;
+  const std::string log = SendToTestpmd(relay, /*enable_rx_checksum=*/true, frames);
   EXPECT_EQ(CountOf(log, "RTE_MBUF_F_RX_L4_CKSUM_GOOD"), 4u * kGood) << log;
   EXPECT_EQ(CountOf(log, "RTE_MBUF_F_RX_L4_CKSUM_UNKNOWN"), 4u * kBad) << log;
   EXPECT_EQ(CountOf(log, "RTE_MBUF_F_RX_L4_CKSUM_BAD"), 0u) << log;
@@ -285,16 +277,8 @@ TEST_F(RelayOffloadTest, TestpmdSeesGoodChecksumsMarkedAndBadOnesNot) {
 // verification, and no frame carries a verdict.
 TEST_F(RelayOffloadTest, TestpmdWithoutRxChecksumOffloadGetsNoVerdicts) {
   RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket_ + "," + kVmMac});
-  auto vm = StartTestpmd(/*enable_rx_checksum=*/false);
-  WaitPortReady(relay);
-  vm->Command("set verbose 1");
-  vm->Command("start");
   const std::vector<TestFrame> frames = MakeFrames(4, 2);
-  Send(frames, [&] { return vm->PortStats().rx_packets; });
-  vm->Command("stop");
-  vm.reset();
-  const std::string log = ReadFile(testpmd_log_);
-  ASSERT_EQ(CountOf(log, "  ol_flags: "), frames.size()) << log;
+  const std::string log = SendToTestpmd(relay, /*enable_rx_checksum=*/false, frames);
   EXPECT_EQ(CountOf(log, "RTE_MBUF_F_RX_L4_CKSUM_GOOD"), 0u) << log;
   EXPECT_EQ(relay.SettledCounter("port.vm0.from_uplink", frames.size()), frames.size());
   EXPECT_EQ(relay.Counter("offload.rx_checksums_valid") +
@@ -314,24 +298,7 @@ TEST_F(RelayOffloadTest, HashReportAndDataValidReachAGuestThatNegotiatedThem) {
   RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket_ + "," + kVmMac},
                      {"--hash-report"});
   SinkFrontend vm(socket_, directory_.path(), "csum,hash-report");
-  WaitPortReady(relay);
-  const std::vector<TestFrame> frames = MakeFrames(5, 2);
-  Send(frames, [&] { return vm.ReceivedFrames(); });
-  std::vector<std::string> lines;
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        lines = vm.HeaderLines();
-        return lines.size() >= frames.size();
-      },
-      seconds(10)));
-  ASSERT_EQ(lines.size(), frames.size());
-  // One uplink queue, one guest queue: the frames arrive in the order sent.
-  for (size_t i = 0; i < frames.size(); ++i) {
-    char expected[96];
-    std::snprintf(expected, sizeof expected, "flags=%u hash_report=%u hash_value=0x%08x",
-                  frames[i].checksum_good ? 2u : 0u, frames[i].hash_report, frames[i].hash_value);
-    EXPECT_EQ(lines[i], expected) << "frame " << i;
-  }
+  SendAndCheckHeaders(relay, vm, MakeFrames(5, 2), {.data_valid = true, .hash_report = true});
   EXPECT_EQ(relay.SettledCounter("offload.rx_checksums_valid", 20), 20u);
   EXPECT_EQ(relay.Counter("offload.rx_checksums_invalid"), 8u);
 }
@@ -344,23 +311,7 @@ TEST_F(RelayOffloadTest, VerificationSwitchedOffLeavesEveryFrameUnmarked) {
   RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket_ + "," + kVmMac},
                      {"--hash-report", "--no-verify-rx-checksums"});
   SinkFrontend vm(socket_, directory_.path(), "csum,hash-report");
-  WaitPortReady(relay);
-  const std::vector<TestFrame> frames = MakeFrames(3, 1);
-  Send(frames, [&] { return vm.ReceivedFrames(); });
-  std::vector<std::string> lines;
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        lines = vm.HeaderLines();
-        return lines.size() >= frames.size();
-      },
-      seconds(10)));
-  ASSERT_EQ(lines.size(), frames.size());
-  for (size_t i = 0; i < frames.size(); ++i) {
-    char expected[96];
-    std::snprintf(expected, sizeof expected, "flags=0 hash_report=%u hash_value=0x%08x",
-                  frames[i].hash_report, frames[i].hash_value);
-    EXPECT_EQ(lines[i], expected) << "frame " << i;
-  }
+  SendAndCheckHeaders(relay, vm, MakeFrames(3, 1), {.data_valid = false, .hash_report = true});
   EXPECT_EQ(relay.Counter("offload.rx_checksums_valid"), 0u);
 }
 
@@ -371,18 +322,7 @@ TEST_F(RelayOffloadTest, GuestWithoutTheFeaturesGetsPlainHeaders) {
   RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket_ + "," + kVmMac},
                      {"--hash-report"});
   SinkFrontend vm(socket_, directory_.path(), "");
-  WaitPortReady(relay);
-  const std::vector<TestFrame> frames = MakeFrames(2, 1);
-  Send(frames, [&] { return vm.ReceivedFrames(); });
-  std::vector<std::string> lines;
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        lines = vm.HeaderLines();
-        return lines.size() >= frames.size();
-      },
-      seconds(10)));
-  for (const std::string& line : lines)
-    EXPECT_EQ(line, "flags=0 hash_report=0 hash_value=0x00000000");
+  SendAndCheckHeaders(relay, vm, MakeFrames(2, 1), {.data_valid = false, .hash_report = false});
 }
 
 }  // namespace

@@ -53,74 +53,23 @@ class RelayUplinkTest : public RelayLabTest {
  protected:
   void SetUp() override { SetUpLab(); }
 
-  std::unique_ptr<TestpmdProcess> StartVm(const std::string& socket, const std::string& mac,
-                                          const std::string& mode, const std::string& log,
-                                          int queues = 1) {
-    TestpmdOptions options;
-    options.queues = queues;
-    options.socket_path = socket;
-    options.vdev_extra = ",mac=" + mac;
-    options.forward_mode = mode;
-    options.log_path = directory_.path() + "/" + log;
-    return std::make_unique<TestpmdProcess>(options);
+  // Frames the uplink's own host stack received on uplink0.
+  uint64_t UplinkHostStackFrames() const {
+    return InterfaceCounter(uplink_ns_, "uplink0", "rx_packets");
   }
 
-  void WaitPortReady(RelayProcess& relay, const std::string& port, int queues = 1) {
-    const uint64_t rings = 2u * static_cast<uint64_t>(queues);
-    ASSERT_TRUE(WaitUntil([&] { return relay.Counter("port." + port + ".ready_queues") == rings; },
-                          seconds(60)))
-        << "port " << port << " never got " << rings << " rings running";
-  }
-
-  // The lab host's receive counter on peer0 (frames the uplink delivered).
-  uint64_t HostReceivedFrames() { return ReceivedFrames(host_ns_, "peer0"); }
-
-  static uint64_t ReceivedFrames(const NetNamespace& ns, const std::string& interface) {
-    const std::string command =
-        ns.Exec("cat /sys/class/net/" + interface + "/statistics/rx_packets");
-    FILE* pipe = popen(command.c_str(), "r");
-    unsigned long long value = 0;
-    if (pipe != nullptr) {
-      if (fscanf(pipe, "%llu", &value) != 1)
-        value = 0;
-      pclose(pipe);
-    }
-    return value;
-  }
-
-  // Sends `count` frames to the VM from the lab host in bursts, each burst
-  // once `taken` (a count of frames that reached where they were meant to
-  // go: the VM's receive counter, the lab host's echoes, ...) caught up with
-  // the previous one. The rings on the way are finite and the machine is
-  // shared: these tests check that every frame is delivered or counted, not
-  // loss under overload. A burst (64) fits any ring on the path (256+).
-  // `flow_source_port` >= 0 sends one flow (that UDP source port); otherwise
-  // the source port cycles over 1000 flows.
-  void SendToVm(const std::function<uint64_t()>& taken, uint32_t count, int flow_source_port = -1) {
-    ScopedNetns inside(host_ns_);
-    const int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
-    ASSERT_GE(fd, 0) << "AF_PACKET socket: " << strerror(errno);
-    sockaddr_ll address{};
-    address.sll_family = AF_PACKET;
-    address.sll_ifindex = static_cast<int>(if_nametoindex("peer0"));
-    address.sll_halen = 6;
-    std::copy(kVmMacBytes.begin(), kVmMacBytes.end(), address.sll_addr);
-    const uint64_t base = taken();
-    constexpr uint32_t kBurstFrames = 64;
-    for (uint32_t sent = 0; sent < count;) {
-      const uint32_t burst = std::min(kBurstFrames, count - sent);
-      for (uint32_t i = 0; i < burst; ++i, ++sent) {
-        const auto frame = FrameToVm(static_cast<uint16_t>(
-            flow_source_port >= 0 ? flow_source_port : 10000 + static_cast<int>(sent % 1000)));
-        ASSERT_EQ(sendto(fd, frame.data(), frame.size(), 0, reinterpret_cast<sockaddr*>(&address),
-                         sizeof(address)),
-                  static_cast<ssize_t>(frame.size()))
-            << "sendto: " << strerror(errno);
-      }
-      ASSERT_TRUE(WaitUntil([&] { return taken() >= base + sent; }, seconds(10)))
-          << "only " << taken() - base << " of " << sent << " frames arrived";
-    }
-    close(fd);
+  // Sends `count` frames to the VM from the lab host (SendFromLabHost's
+  // bursts, each once `taken` caught up). `flow_source_port` >= 0 sends one
+  // flow (that UDP source port); otherwise the source port cycles over 1000
+  // flows.
+  void SendToVm(const std::function<uint64_t()>& taken, uint32_t count,
+                int flow_source_port = -1) const {
+    SendFromLabHost(
+        [flow_source_port](uint32_t sent) {
+          return FrameToVm(static_cast<uint16_t>(
+              flow_source_port >= 0 ? flow_source_port : 10000 + static_cast<int>(sent % 1000)));
+        },
+        count, taken);
   }
 };
 
@@ -128,7 +77,7 @@ class RelayUplinkTest : public RelayLabTest {
 TEST_F(RelayUplinkTest, UplinkFramesReachTheVmExactly) {
   const std::string socket = directory_.path() + "/vm0.sock";
   RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket + "," + kVmMac});
-  auto vm = StartVm(socket, kVmMac, "rxonly", "vm0.log");
+  auto vm = StartVm({.socket = socket, .mac = kVmMac, .mode = "rxonly"});
   WaitPortReady(relay, "vm0");
   vm->Command("start");
   constexpr uint32_t kFrames = 1000;
@@ -151,7 +100,7 @@ TEST_F(RelayUplinkTest, UplinkFramesReachTheVmExactly) {
 TEST_F(RelayUplinkTest, VmFramesReachTheLabHostExactly) {
   const std::string socket = directory_.path() + "/vm0.sock";
   RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket + "," + kVmMac});
-  auto vm = StartVm(socket, kVmMac, "txonly", "vm0.log");
+  auto vm = StartVm({.socket = socket, .mac = kVmMac, .mode = "txonly"});
   WaitPortReady(relay, "vm0");
   vm->Command(std::string("set eth-peer 0 ") + kHostMac);
   const uint64_t host_base = HostReceivedFrames();
@@ -184,7 +133,7 @@ TEST_F(RelayUplinkTest, VmFramesReachTheLabHostExactly) {
 TEST_F(RelayUplinkTest, MacswapLoopReturnsEveryFrame) {
   const std::string socket = directory_.path() + "/vm0.sock";
   RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket + "," + kVmMac});
-  auto vm = StartVm(socket, kVmMac, "macswap", "vm0.log");
+  auto vm = StartVm({.socket = socket, .mac = kVmMac, .mode = "macswap"});
   WaitPortReady(relay, "vm0");
   vm->Command("start");
   const uint64_t host_base = HostReceivedFrames();
@@ -208,7 +157,7 @@ TEST_F(RelayUplinkTest, MacswapLoopReturnsEveryFrame) {
 TEST_F(RelayUplinkTest, HostStackOnTheUplinkKeepsItsConnectivity) {
   const std::string socket = directory_.path() + "/vm0.sock";
   RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket + "," + kVmMac});
-  auto vm = StartVm(socket, kVmMac, "rxonly", "vm0.log");
+  auto vm = StartVm({.socket = socket, .mac = kVmMac, .mode = "rxonly"});
   WaitPortReady(relay, "vm0");
   vm->Command("start");
   EXPECT_EQ(RunCommand(host_ns_.Exec("ping -c 3 -i 0.2 -W 2 10.99.0.2 >/dev/null")), 0)
@@ -230,7 +179,7 @@ TEST_F(RelayUplinkTest, HostStackOnTheUplinkKeepsItsConnectivity) {
 TEST_F(RelayUplinkTest, MultiQueueVmGetsFlowsSpreadAndPinnedByHash) {
   const std::string socket = directory_.path() + "/vm0.sock";
   RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket + "," + kVmMac + ",2"});
-  auto vm = StartVm(socket, kVmMac, "rxonly", "vm0.log", /*queues=*/2);
+  auto vm = StartVm({.socket = socket, .mac = kVmMac, .mode = "rxonly", .queues = 2});
   WaitPortReady(relay, "vm0", /*queues=*/2);
   vm->Command("start");
   constexpr uint32_t kFrames = 1000;
@@ -338,7 +287,7 @@ class HostChecksumReceiver {
 TEST_F(RelayUplinkTest, GuestChecksumOffloadIsCompletedOnTheWayToTheUplink) {
   const std::string socket = directory_.path() + "/vm0.sock";
   RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket + "," + kVmMac});
-  auto vm = StartVm(socket, kVmMac, "csum", "vm0.log");
+  auto vm = StartVm({.socket = socket, .mac = kVmMac, .mode = "csum"});
   WaitPortReady(relay, "vm0");
   vm->Command("port stop 0");
   const std::string csum_output = vm->Command("csum set udp hw 0");
@@ -370,8 +319,8 @@ TEST_F(RelayUplinkTest, VmToVmFramesStayLocal) {
   const std::string socket_b = directory_.path() + "/vm1.sock";
   RelayProcess relay(uplink_ns_, directory_.path(),
                      {"vm0=" + socket_a + "," + kVmMac, "vm1=" + socket_b + "," + kVm2Mac});
-  auto receiver = StartVm(socket_b, kVm2Mac, "rxonly", "vm1.log");
-  auto sender = StartVm(socket_a, kVmMac, "txonly", "vm0.log");
+  auto receiver = StartVm({.socket = socket_b, .mac = kVm2Mac, .mode = "rxonly", .log = "vm1.log"});
+  auto sender = StartVm({.socket = socket_a, .mac = kVmMac, .mode = "txonly"});
   WaitPortReady(relay, "vm0");
   WaitPortReady(relay, "vm1");
   receiver->Command("start");
@@ -453,7 +402,7 @@ TEST_F(RelayUplinkTest, PortsAreAddedAndRemovedWhileTheWorkerRuns) {
     }
     return text;
   };
-  auto vm = StartVm(port_options.socket_path, kVmMac, "rxonly", "vm0.log");
+  auto vm = StartVm({.socket = port_options.socket_path, .mac = kVmMac, .mode = "rxonly"});
   ASSERT_TRUE(WaitUntil(
       [&] {
         const auto stats = (*port)->Stats();
@@ -471,7 +420,7 @@ TEST_F(RelayUplinkTest, PortsAreAddedAndRemovedWhileTheWorkerRuns) {
   ASSERT_TRUE(relay->RemovePort(**port).ok());
   EXPECT_EQ(relay->RemovePort(**port).code(), absl::StatusCode::kNotFound);
   // Not steered any more: the uplink's host stack receives them.
-  SendToVm([this] { return ReceivedFrames(uplink_ns_, "uplink0"); }, kFrames);
+  SendToVm([this] { return UplinkHostStackFrames(); }, kFrames);
   EXPECT_EQ(relay->Stats().uplink_rx_frames, kFrames) << "a removed port's MAC was still steered";
 
   ASSERT_TRUE(relay->AddPort(relay_port).ok());
@@ -679,8 +628,8 @@ TEST_F(RelayUplinkTest, LabHostBroadcastReachesEveryVmAndTheHostStack) {
   const std::string socket_b = directory_.path() + "/vm1.sock";
   RelayProcess relay(uplink_ns_, directory_.path(),
                      {"vm0=" + socket_a + "," + kVmMac, "vm1=" + socket_b + "," + kVm2Mac});
-  auto vm0 = StartVm(socket_a, kVmMac, "rxonly", "vm0.log");
-  auto vm1 = StartVm(socket_b, kVm2Mac, "rxonly", "vm1.log");
+  auto vm0 = StartVm({.socket = socket_a, .mac = kVmMac, .mode = "rxonly"});
+  auto vm1 = StartVm({.socket = socket_b, .mac = kVm2Mac, .mode = "rxonly", .log = "vm1.log"});
   WaitPortReady(relay, "vm0");
   WaitPortReady(relay, "vm1");
   vm0->Command("start");
@@ -711,8 +660,8 @@ TEST_F(RelayUplinkTest, VmBroadcastReachesTheOtherVmAndTheLabHostOnce) {
   const std::string socket_b = directory_.path() + "/vm1.sock";
   RelayProcess relay(uplink_ns_, directory_.path(),
                      {"vm0=" + socket_a + "," + kVmMac, "vm1=" + socket_b + "," + kVm2Mac});
-  auto receiver = StartVm(socket_b, kVm2Mac, "rxonly", "vm1.log");
-  auto sender = StartVm(socket_a, kVmMac, "txonly", "vm0.log");
+  auto receiver = StartVm({.socket = socket_b, .mac = kVm2Mac, .mode = "rxonly", .log = "vm1.log"});
+  auto sender = StartVm({.socket = socket_a, .mac = kVmMac, .mode = "txonly"});
   WaitPortReady(relay, "vm0");
   WaitPortReady(relay, "vm1");
   SourceCounter tap(uplink_ns_, "uplink0", kVmMacBytes);
@@ -767,9 +716,9 @@ TEST_F(RelayUplinkTest, VlanAccessPortsAreIsolatedAndTheTrunkSeesBoth) {
                      {"vm0=" + socket_a + "," + kVmMac + ",1,access=10",
                       "vm1=" + socket_b + "," + kVm2Mac + ",1,access=20",
                       "vm2=" + socket_c + "," + kVm3Mac + ",1,trunk=10+20,native=20"});
-  auto vm1 = StartVm(socket_b, kVm2Mac, "rxonly", "vm1.log");
-  auto vm2 = StartVm(socket_c, kVm3Mac, "rxonly", "vm2.log");
-  auto vm0 = StartVm(socket_a, kVmMac, "txonly", "vm0.log");
+  auto vm1 = StartVm({.socket = socket_b, .mac = kVm2Mac, .mode = "rxonly", .log = "vm1.log"});
+  auto vm2 = StartVm({.socket = socket_c, .mac = kVm3Mac, .mode = "rxonly", .log = "vm2.log"});
+  auto vm0 = StartVm({.socket = socket_a, .mac = kVmMac, .mode = "txonly"});
   for (const char* port : {"vm0", "vm1", "vm2"})
     WaitPortReady(relay, port);
   vm1->Command("start");
@@ -806,10 +755,10 @@ TEST_F(RelayUplinkTest, VlanAccessPortsAreIsolatedAndTheTrunkSeesBoth) {
   SendRawFrames(
       host_ns_, "peer0", kVmMacBytes, kHostMacBytes, kFrames,
       [&] { return vm0->PortStats().rx_packets; }, 10);
-  const uint64_t host_stack_base = ReceivedFrames(uplink_ns_, "uplink0");
+  const uint64_t host_stack_base = UplinkHostStackFrames();
   SendRawFrames(
       host_ns_, "peer0", kVmMacBytes, kHostMacBytes, kFrames,
-      [&] { return ReceivedFrames(uplink_ns_, "uplink0") - host_stack_base; }, 20);
+      [&] { return UplinkHostStackFrames() - host_stack_base; }, 20);
   EXPECT_EQ(vm0->PortStats().rx_packets, kFrames);
   EXPECT_EQ(relay.Counter("uplink.rx_frames"), kFrames) << "only the VLAN 10 frames are steered";
   EXPECT_EQ(vm1->PortStats().rx_packets, 0u);
@@ -896,7 +845,7 @@ TEST_F(RelayUplinkTest, LearnedMacIsSteeredByXdpAndAgesOut) {
   RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket + "," + kVmMac},
                      {"--fdb-ageing-s", "2"});
   // testpmd's own MAC is the one behind the port: it sends from it.
-  auto vm = StartVm(socket, behind, "txonly", "vm0.log");
+  auto vm = StartVm({.socket = socket, .mac = behind, .mode = "txonly"});
   WaitPortReady(relay, "vm0");
   EXPECT_EQ(relay.Counter("fdb.steering_entries"), 1u) << "the port's own MAC";
   vm->Command(std::string("set eth-peer 0 ") + kHostMac);
@@ -924,9 +873,9 @@ TEST_F(RelayUplinkTest, LearnedMacIsSteeredByXdpAndAgesOut) {
   const uint64_t vm_before = vm->PortStats().rx_packets;
   SourceCounter host_stack(uplink_ns_, "uplink0", kHostMacBytes);
   ASSERT_TRUE(host_stack.ok());
-  const uint64_t host_stack_base = ReceivedFrames(uplink_ns_, "uplink0");
+  const uint64_t host_stack_base = UplinkHostStackFrames();
   SendRawFrames(host_ns_, "peer0", MacBytes(behind), kHostMacBytes, kFrames,
-                [&] { return ReceivedFrames(uplink_ns_, "uplink0") - host_stack_base; });
+                [&] { return UplinkHostStackFrames() - host_stack_base; });
   vm->Command("stop");
   EXPECT_EQ(vm->PortStats().rx_packets, vm_before) << "an aged-out MAC still reached the VM";
   EXPECT_EQ(host_stack.Drain(), kFrames) << "frames for an aged-out MAC belong to the host stack";
@@ -944,7 +893,7 @@ TEST_F(RelayUplinkTest, StaticFdbEntriesSteerAndForwardWithoutLearning) {
                      {"vm0=" + socket + "," + kVmMac + ",1,mac=" + second},
                      {"--static-fdb", extra + ",0,vm0", "--static-fdb",
                       std::string(kHostMac) + ",0,uplink", "--unknown-unicast", "drop"});
-  auto vm = StartVm(socket, kVmMac, "rxonly", "vm0.log");
+  auto vm = StartVm({.socket = socket, .mac = kVmMac, .mode = "rxonly"});
   WaitPortReady(relay, "vm0");
   EXPECT_EQ(relay.Counter("fdb.static_entries"), 5u) << "with the uplink's own MAC";
   EXPECT_EQ(relay.Counter("fdb.steering_entries"), 3u) << "the port's two MACs and the static one";
@@ -1096,8 +1045,8 @@ TEST_F(RelayUplinkTest, RedirectPolicyFloodsUplinkFramesToVmsOnly) {
   RelayProcess relay(uplink_ns_, directory_.path(),
                      {"vm0=" + socket_a + "," + kVmMac, "vm1=" + socket_b + "," + kVm2Mac},
                      {"--broadcast-action", "redirect", "--unknown-unicast-action", "redirect"});
-  auto vm0 = StartVm(socket_a, kVmMac, "rxonly", "vm0.log");
-  auto vm1 = StartVm(socket_b, kVm2Mac, "rxonly", "vm1.log");
+  auto vm0 = StartVm({.socket = socket_a, .mac = kVmMac, .mode = "rxonly"});
+  auto vm1 = StartVm({.socket = socket_b, .mac = kVm2Mac, .mode = "rxonly", .log = "vm1.log"});
   WaitPortReady(relay, "vm0");
   WaitPortReady(relay, "vm1");
   vm0->Command("start");
