@@ -91,6 +91,12 @@ uint32_t UplinkRelay::Worker::ServeGuestTransmit(PortState& source, uint16_t que
   // Frames from the first one that finds no UMEM frame or TX slot stay in
   // the guest ring.
   uint16_t completed = count;
+  // VLAN decisions are pure functions of the tag and the ports' policies,
+  // and a burst mostly carries one tag: taken again only when it changes.
+  bool decided = false;
+  datapath::VlanTagInfo decided_tag;
+  datapath::IngressDecision decided_ingress;
+  datapath::EgressDecision uplink_egress;  // for decided_ingress.vlan_id
   for (uint16_t i = 0; i < count; ++i) {
     const vhost::TransmitFrame& frame = burst.frames[i];
     const auto segments = burst.Segments(frame);
@@ -105,7 +111,14 @@ uint32_t UplinkRelay::Worker::ServeGuestTransmit(PortState& source, uint16_t que
       continue;
     }
     // Into the switch: the port's VLAN policy admits the frame in one VLAN.
-    ingress[i] = datapath::ClassifyIngress(source.config.vlan, edges[i].tag);
+    if (!decided || edges[i].tag.tagged != decided_tag.tagged ||
+        edges[i].tag.tci != decided_tag.tci) {
+      decided_ingress = datapath::ClassifyIngress(source.config.vlan, edges[i].tag);
+      uplink_egress = datapath::ClassifyEgress(uplink_vlan_, decided_ingress.vlan_id);
+      decided_tag = edges[i].tag;
+      decided = true;
+    }
+    ingress[i] = decided_ingress;
     if (!ingress[i].accept) {
       reason[i] = DropReason::kVlan;
       continue;
@@ -176,8 +189,7 @@ uint32_t UplinkRelay::Worker::ServeGuestTransmit(PortState& source, uint16_t que
     }
     // Out of the uplink (a unicast entry for it, or the uplink's copy of a
     // flood), tagged as the uplink carries the VLAN.
-    const Retag uplink_retag =
-        PlanRetag(edges[i], ingress[i], datapath::ClassifyEgress(uplink_vlan_, vlan_id), vlan_id);
+    const Retag uplink_retag = PlanRetag(edges[i], ingress[i], uplink_egress, vlan_id);
     const int32_t length_change = uplink_retag.length_change();
     const uint32_t out_length = static_cast<uint32_t>(frame.length_bytes + length_change);
     const vhost::VirtioNetHeader& header = frame.header;

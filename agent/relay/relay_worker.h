@@ -109,8 +109,9 @@ class UplinkRelay::Worker {
   void PublishReceiveChecksumCounters();
   // Group frames the uplink's host stack received (AF_PACKET copy; worker 0).
   uint32_t ServeGroupFrames();
-  // Learns `source` in `vlan_id` on `port_id`, skipping a repeat of the
-  // previous call's source (bursts mostly come from one address).
+  // Learns `source` in `vlan_id` on `port_id`, skipping a repeat within the
+  // same second of one of the last two sources learned (bursts mostly come
+  // from one address, and a round serves the uplink and guests in turn).
   void LearnSource(const uint8_t* source, uint16_t vlan_id, uint32_t port_id);
   // This worker's counters of `port`.
   PortCounters& Counters(PortState& port) { return port.counters[index_]; }
@@ -219,9 +220,16 @@ class UplinkRelay::Worker {
   // source learned, and what the uplink carries.
   const datapath::FdbSnapshot* fdb_snapshot_ = nullptr;
   uint32_t now_seconds_ = 1;
-  uint64_t last_learned_key_ = 0;
-  uint32_t last_learned_port_ = 0;
-  uint32_t last_learned_seconds_ = 0;
+  // The last two sources learned (MAC bytes | VLAN << 48, port, second): a round learns
+  // from the uplink and from a guest in turn, so one entry would miss twice
+  // per round and call the FDB each time. Replaced oldest first.
+  struct LearnedSource {
+    uint64_t key = 0;
+    uint32_t port_id = 0;
+    uint32_t seconds = 0;
+  };
+  LearnedSource last_learned_[2];
+  uint32_t next_learned_slot_ = 0;
   const datapath::VlanPolicy uplink_vlan_ = datapath::VlanPolicy::UplinkAllVlans();
 };
 
