@@ -14,6 +14,8 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "agent/datapath/checksum.h"
+#include "agent/datapath/frame_layout.h"
 
 namespace xvio::relay {
 namespace {
@@ -31,14 +33,21 @@ constexpr uint32_t kSlotHeaderBytes =
 // driver took out.
 constexpr uint32_t kReserveBytes = 4;
 
+// A GroupFrameCounters counter: one writer, so no read-modify-write.
+void Count(std::atomic<uint64_t>& counter) {
+  counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<GroupFrameListener>> GroupFrameListener::Open(
-    const std::string& interface_name, uint32_t max_frame_bytes, uint32_t slot_count) {
+    const std::string& interface_name, uint32_t max_frame_bytes, GroupFrameCounters& counters,
+    uint32_t slot_count) {
   const unsigned ifindex = if_nametoindex(interface_name.c_str());
   if (ifindex == 0)
     return absl::NotFoundError(absl::StrCat("interface '", interface_name, "' does not exist"));
   std::unique_ptr<GroupFrameListener> listener(new GroupFrameListener());
+  listener->counters_ = &counters;
   // Protocol 0: nothing is queued before the filter and ring are in place
   // and bind() names the protocol.
   listener->fd_ = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -116,7 +125,7 @@ GroupFrame GroupFrameListener::Describe(tpacket2_hdr& header) {
   const uint32_t offset = std::min<uint32_t>(header.tp_mac, slot_bytes_);
   GroupFrame frame{slot + offset, std::min(header.tp_snaplen, slot_bytes_ - offset),
                    offset > kSlotHeaderBytes ? offset - kSlotHeaderBytes : 0,
-                   header.tp_snaplen < header.tp_len};
+                   header.tp_snaplen < header.tp_len, GroupFrameChecksum::kUnknown};
   if ((header.tp_status & TP_STATUS_VLAN_VALID) != 0 && frame.length_bytes >= 12 &&
       frame.headroom_bytes >= 4) {
     const uint16_t tpid =
@@ -128,7 +137,54 @@ GroupFrame GroupFrameListener::Describe(tpacket2_hdr& header) {
     frame.length_bytes += 4;
     frame.headroom_bytes -= 4;
   }
+  // At most one of the two (af_packet.c: CSUMNOTREADY for CHECKSUM_PARTIAL,
+  // else CSUM_VALID for CHECKSUM_UNNECESSARY on a frame not sent by us).
+  if ((header.tp_status & TP_STATUS_CSUMNOTREADY) != 0) {
+    frame.checksum = CompletePartialChecksum(frame);
+  } else if ((header.tp_status & TP_STATUS_CSUM_VALID) != 0) {
+    frame.checksum = GroupFrameChecksum::kValid;
+  }
   return frame;
+}
+
+GroupFrameChecksum GroupFrameListener::CompletePartialChecksum(const GroupFrame& frame) {
+  if (frame.truncated)
+    return GroupFrameChecksum::kPartial;  // dropped by the caller anyway (frame_too_large)
+  // The kernel keeps csum_start/csum_offset in the skb and TPACKET_V2 does
+  // not pass them on (PACKET_VNET_HDR would, but makes the kernel drop frames
+  // whose GSO type virtio cannot express), so the headers are parsed here.
+  // CHECKSUM_PARTIAL means "sum from csum_start to the end, store at
+  // csum_start + csum_offset"; for TCP and UDP that is the L4 header and the
+  // checksum field in it. The checksum is computed afresh (pseudo-header
+  // included) rather than from the pseudo-header sum left in the field, so
+  // it is right whatever the sender put there.
+  auto* bytes = reinterpret_cast<uint8_t*>(frame.data);
+  datapath::FrameLayout layout;
+  const bool parsed =
+      datapath::ParseFrameLayout(std::span<const uint8_t>(bytes, frame.length_bytes), layout) ==
+      datapath::ParseOutcome::kOk;
+  const bool tcp = layout.l4_protocol == datapath::kIpProtocolTcp;
+  if (!parsed || layout.ipv4_fragment || (!tcp && layout.l4_protocol != datapath::kIpProtocolUdp)) {
+    Count(counters_->checksums_not_completed);
+    return GroupFrameChecksum::kPartial;
+  }
+  const uint8_t* l3 = bytes + layout.l3_offset;
+  uint8_t* l4 = bytes + layout.l4_offset;
+  // The datagram as its IP header states: Ethernet padding is not summed.
+  const uint32_t l4_bytes = layout.l3_datagram_bytes - layout.l3_header_bytes;
+  const uint64_t pseudo_header =
+      layout.network == datapath::NetworkLayer::kIpv4
+          ? datapath::PseudoHeaderSumIpv4(l3, layout.l4_protocol, l4_bytes)
+          : datapath::PseudoHeaderSumIpv6(l3, layout.l4_protocol, l4_bytes);
+  uint8_t* field = l4 + (tcp ? 16 : 6);
+  datapath::StoreBigEndian16(field, 0);
+  uint16_t checksum =
+      datapath::ChecksumFinish(datapath::ChecksumAdd(pseudo_header, {l4, l4_bytes}));
+  if (!tcp && checksum == 0)
+    checksum = 0xffff;  // UDP: 0 would mean "no checksum"
+  datapath::StoreChecksum(field, checksum);
+  Count(counters_->checksums_completed);
+  return GroupFrameChecksum::kCompleted;
 }
 
 uint64_t GroupFrameListener::TakeKernelDrops() {

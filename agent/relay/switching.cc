@@ -78,7 +78,8 @@ absl::Status UplinkRelay::SetupSwitching(const SwitchingOptions& switching) {
   }
   if (switching.flood_uplink_group_frames) {
     // Group frames up to the uplink MTU, Ethernet header and two tags.
-    auto listener = GroupFrameListener::Open(options_.interface_name, uplink_mtu_bytes_ + 14 + 8);
+    auto listener = GroupFrameListener::Open(options_.interface_name, uplink_mtu_bytes_ + 14 + 8,
+                                             group_frame_counters_);
     if (!listener.ok())
       return listener.status();
     group_listener_ = std::move(*listener);

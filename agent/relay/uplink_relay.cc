@@ -260,7 +260,8 @@ absl::Status UplinkRelay::UpdateSettings(const RelayLiveSettings& settings) {
         absl::InternalError("the group frame socket was not opened");
     if (absl::Status entered = RunInUplinkNamespace([&] {
           // Group frames up to the uplink MTU, Ethernet header and two tags.
-          opened = GroupFrameListener::Open(options_.interface_name, uplink_mtu_bytes_ + 14 + 8);
+          opened = GroupFrameListener::Open(options_.interface_name, uplink_mtu_bytes_ + 14 + 8,
+                                            group_frame_counters_);
         });
         !entered.ok())
       return entered;
@@ -521,6 +522,8 @@ RelayStats UplinkRelay::Stats() const {
   stats.xsks_map_id = steering_ != nullptr ? steering_->xsks_map_id() : 0;
   stats.zero_copy = workers_.front()->sockets_.front()->zero_copy();
   stats.uplink_mtu_bytes = uplink_mtu_bytes_;
+  stats.rx_checksums_completed = Load(group_frame_counters_.checksums_completed);
+  stats.rx_checksums_not_completed = Load(group_frame_counters_.checksums_not_completed);
   for (const auto& worker : workers_) {
     // Counters: relaxed loads of single-writer atomics.
     stats.uplink_rx_frames += Load(worker->uplink_rx_frames_);

@@ -254,6 +254,13 @@ struct RelayStats {
   uint64_t rx_checksums_valid = 0;
   uint64_t rx_checksums_invalid = 0;
   uint64_t rx_checksums_not_checked = 0;
+  // Group frames of the AF_PACKET copy that arrived with a partial checksum
+  // (CHECKSUM_PARTIAL: sent from this host through a veth with transmit
+  // checksum offload): completed in software before flooding, or not
+  // completable (not TCP/UDP over IP, IPv6 extension headers, an IPv4
+  // fragment) and flooded as they were. Whatever the guests negotiated.
+  uint64_t rx_checksums_completed = 0;
+  uint64_t rx_checksums_not_completed = 0;
   // Sums over the workers (each one's in `workers`).
   uint64_t polls = 0;                // worker rounds
   uint64_t busy_polls = 0;           // rounds that moved frames
@@ -483,6 +490,8 @@ class UplinkRelay {
   uint64_t steering_update_errors_ = 0;
   uint64_t group_frames_kernel_dropped_ = 0;
   const std::chrono::steady_clock::time_point clock_origin_ = std::chrono::steady_clock::now();
+  // Counted by whichever listener worker 0 polls; outlives them.
+  GroupFrameCounters group_frame_counters_;
   // Served by worker 0. Replaced (UpdateSettings) under fdb_mutex_ and
   // ports_mutex_; worker 0 takes the pointer with its port snapshot.
   std::unique_ptr<GroupFrameListener> group_listener_;

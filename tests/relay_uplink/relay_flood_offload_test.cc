@@ -4,10 +4,17 @@
 // once however many VMs it goes to. Both flood paths: the AF_PACKET copy of
 // the group frames the host keeps (--broadcast-action pass) and the frames
 // XDP redirects to the relay instead (--broadcast-action redirect).
+// And group frames the lab host's own UDP stack sends with transmit checksum
+// offload (partial checksums through the veth): completed before flooding.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -118,6 +125,109 @@ class RelayFloodOffloadTest : public RelayLabTest {
     EXPECT_EQ(relay.NonZeroDrops(), "");
   }
 };
+
+// Datagrams of `payload_bytes(i)` bytes from the lab host's own UDP stack
+// (peer0, 10.99.0.1) to `destination` (a broadcast or multicast address),
+// in bursts of 64, each burst once `taken` caught up with the previous one.
+void SendUdpFromLabHost(const NetNamespace& host_ns, const std::string& destination, uint32_t count,
+                        const std::function<uint32_t(uint32_t)>& payload_bytes,
+                        const std::function<uint64_t()>& taken) {
+  ScopedNetns inside(host_ns);
+  struct ClosedOnReturn {
+    int fd;
+    ~ClosedOnReturn() {
+      if (fd >= 0)
+        close(fd);
+    }
+  } udp{socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)};
+  ASSERT_GE(udp.fd, 0) << "UDP socket: " << strerror(errno);
+  const int on = 1;
+  ASSERT_EQ(setsockopt(udp.fd, SOL_SOCKET, SO_BROADCAST, &on, sizeof(on)), 0) << strerror(errno);
+  in_addr lab_host{};
+  ASSERT_EQ(inet_pton(AF_INET, "10.99.0.1", &lab_host), 1);
+  // Multicast leaves through peer0 (the lab has no routes beyond its subnet).
+  ASSERT_EQ(setsockopt(udp.fd, IPPROTO_IP, IP_MULTICAST_IF, &lab_host, sizeof(lab_host)), 0)
+      << strerror(errno);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(9);  // discard: nobody in the uplink's namespace listens
+  ASSERT_EQ(inet_pton(AF_INET, destination.c_str(), &address.sin_addr), 1);
+  const uint64_t base = taken();
+  std::vector<uint8_t> payload;
+  for (uint32_t sent = 0; sent < count;) {
+    for (uint32_t i = 0; i < 64 && sent < count; ++i, ++sent) {
+      payload.resize(payload_bytes(sent));
+      for (size_t byte = 0; byte < payload.size(); ++byte)
+        payload[byte] = static_cast<uint8_t>(sent * 7 + byte);
+      ASSERT_EQ(sendto(udp.fd, payload.data(), payload.size(), 0,
+                       reinterpret_cast<const sockaddr*>(&address), sizeof(address)),
+                static_cast<ssize_t>(payload.size()))
+          << "sendto " << destination << ": " << strerror(errno);
+    }
+    ASSERT_TRUE(WaitUntil([&] { return taken() >= base + sent; }, std::chrono::seconds(10)))
+        << "only " << taken() - base << " of " << sent << " datagrams to " << destination
+        << " reached the VMs";
+  }
+}
+
+// The lab host's UDP stack sends to the subnet's broadcast address and to a
+// multicast group with peer0's transmit checksum offload on: the skbs cross
+// the veth as CHECKSUM_PARTIAL, so the AF_PACKET copy has only the
+// pseudo-header sum in the UDP checksum field (TP_STATUS_CSUMNOTREADY). The
+// relay completes it before flooding: each VM sees every datagram with a
+// good checksum (DATA_VALID, L4_CKSUM_GOOD), none unmarked.
+TEST_F(RelayFloodOffloadTest, PartialChecksumsFromTheHostStackAreCompletedBeforeFlooding) {
+  RunCommandOrThrow(host_ns_.Exec("ethtool -K peer0 tx on >/dev/null"));
+  const std::string socket0 = directory_.path() + "/vm0.sock";
+  const std::string socket1 = directory_.path() + "/vm1.sock";
+  RelayProcess relay(uplink_ns_, directory_.path(),
+                     {"vm0=" + socket0 + "," + kVm0Mac, "vm1=" + socket1 + "," + kVm1Mac}, {});
+  auto vm0 = StartVm(
+      {.socket = socket0, .mac = kVm0Mac, .log = "vm0.log", .app_arguments = "--rx-offloads=0xc"});
+  auto vm1 = StartVm(
+      {.socket = socket1, .mac = kVm1Mac, .log = "vm1.log", .app_arguments = "--rx-offloads=0xc"});
+  WaitPortReady(relay, "vm0");
+  WaitPortReady(relay, "vm1");
+  for (TestpmdProcess* vm : {vm0.get(), vm1.get()}) {
+    vm->Command("set verbose 1");
+    vm->Command("start");
+  }
+  // Odd and even lengths, from an empty datagram to a full 1500-byte frame.
+  const auto payload_bytes = [](uint32_t index) { return (index * 211) % 1473; };
+  constexpr uint32_t kPerDestination = 40;
+  const auto taken = [&] {
+    return std::min(vm0->PortStats().rx_packets, vm1->PortStats().rx_packets);
+  };
+  for (const char* destination : {"10.99.0.255", "239.1.2.3"}) {
+    SCOPED_TRACE(destination);
+    SendUdpFromLabHost(host_ns_, destination, kPerDestination, payload_bytes, taken);
+  }
+  const uint64_t sent = 2 * kPerDestination;
+  for (auto* vm : {&vm0, &vm1}) {
+    (*vm)->Command("stop");
+    vm->reset();
+  }
+  for (const char* name : {"vm0", "vm1"}) {
+    SCOPED_TRACE(name);
+    const std::string log = ReadFile(directory_.path() + "/" + name + ".log");
+    EXPECT_EQ(CountOf(log, "  ol_flags: "), sent) << log;
+    EXPECT_EQ(CountOf(log, "RTE_MBUF_F_RX_L4_CKSUM_GOOD"), sent)
+        << "a datagram reached the guest with its partial checksum\n"
+        << log;
+    EXPECT_EQ(CountOf(log, "RTE_MBUF_F_RX_L4_CKSUM_UNKNOWN"), 0u) << log;
+    EXPECT_EQ(CountOf(log, "RTE_MBUF_F_RX_L4_CKSUM_BAD"), 0u) << log;
+    EXPECT_EQ(relay.Counter(std::string("port.") + name + ".from_uplink"), sent);
+  }
+  EXPECT_EQ(relay.SettledCounter("offload.rx_checksums_valid", sent), sent)
+      << "the completed checksums verify, once per datagram";
+  EXPECT_EQ(relay.Counter("offload.rx_checksums_invalid"), 0u)
+      << "partial checksums were flooded as they arrived";
+  EXPECT_EQ(relay.Counter("offload.rx_checksums_completed"), sent)
+      << "the datagrams did not arrive partial, or were not completed";
+  EXPECT_EQ(relay.Counter("offload.rx_checksums_not_completed"), 0u);
+  EXPECT_EQ(relay.Counter("flood.group_frames_from_uplink"), sent);
+  EXPECT_EQ(relay.NonZeroDrops(), "");
+}
 
 // The host keeps group frames (XDP_PASS); the relay floods the AF_PACKET copy.
 TEST_F(RelayFloodOffloadTest, GroupFrameCopiesReachEveryVmMarkedLikeUnicastFrames) {
