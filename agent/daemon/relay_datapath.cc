@@ -239,6 +239,35 @@ void AddQueueCounters(const vhost::QueueStats& queue, bool guest_receive,
   drops["malformed"] += queue.dropped_malformed;
 }
 
+// The traffic counters of an uplink, or of one of its AF_XDP sockets: the
+// same fields, from RelayStats or from RelayQueueStats.
+struct UplinkTraffic {
+  uint64_t rx_frames = 0;
+  uint64_t rx_bytes = 0;
+  uint64_t tx_frames = 0;
+  uint64_t tx_bytes = 0;
+  uint64_t kicks = 0;  // AF_XDP wakeup syscalls
+  uint64_t syscalls = 0;
+  uint64_t kernel_rx_dropped = 0;
+  uint64_t kernel_rx_ring_full = 0;
+  uint64_t kernel_fill_ring_empty = 0;
+  uint64_t kernel_tx_invalid = 0;
+};
+
+void SetUplinkTraffic(const UplinkTraffic& traffic, v1::TrafficCounters& counters) {
+  counters.set_rx_frames(traffic.rx_frames);
+  counters.set_rx_bytes(traffic.rx_bytes);
+  counters.set_tx_frames(traffic.tx_frames);
+  counters.set_tx_bytes(traffic.tx_bytes);
+  counters.set_kicks(traffic.kicks);
+  counters.set_syscalls(traffic.syscalls);
+  auto& drops = *counters.mutable_drops();
+  drops["kernel_rx_dropped"] = traffic.kernel_rx_dropped;
+  drops["kernel_rx_ring_full"] = traffic.kernel_rx_ring_full;
+  drops["kernel_fill_ring_empty"] = traffic.kernel_fill_ring_empty;
+  drops["kernel_tx_invalid"] = traffic.kernel_tx_invalid;
+}
+
 }  // namespace
 
 RelayDatapath::RelayDatapath(RelayDatapathOptions options) : options_(std::move(options)) {
@@ -535,6 +564,11 @@ void RelayDatapath::AttachLocked(UplinkState& state) {
                steering::XdpModeName(stats.attach.mode),
                stats.attach.dispatcher ? "libxdp dispatcher" : "single program", stats.program_id,
                state.queue_count);
+  if (stats.attach.replaced_program_id != 0)
+    spdlog::info(
+        "uplink {}: the previous agent's steering program id {} predates the port index "
+        "map; replaced in place by program id {} over the adopted maps",
+        name, stats.attach.replaced_program_id, stats.program_id);
   for (auto& [port_name, port] : ports_) {
     if (port.port.spec().uplink() == name)
       ServePortLocked(port);
@@ -762,6 +796,9 @@ void RelayDatapath::FillUplinkStatus(const v1::Uplink& uplink, v1::UplinkStatus&
   absl::StrAppend(&message, ", ", stats.attach.dispatcher ? "libxdp dispatcher" : "single program",
                   "), ", state.queue_count, " AF_XDP socket(s) in ",
                   stats.zero_copy ? "zero-copy" : "copy", " mode");
+  if (stats.attach.replaced_program_id != 0)
+    absl::StrAppend(&message, "; the previous agent's older program (id ",
+                    stats.attach.replaced_program_id, ") was replaced in place");
   if (!stats.attach.native_attach_error.empty())
     absl::StrAppend(&message, "; native mode refused: ", stats.attach.native_attach_error);
   SetStatus(*status.mutable_datapath(), v1::DATAPATH_STATE_READY, std::move(message));
@@ -900,38 +937,40 @@ void RelayDatapath::CollectStats(v1::Stats& stats) const {
     attached = true;
     const relay::RelayStats relay_stats = it->second.relay->Stats();
     v1::TrafficCounters& total = *uplink_stats.mutable_total();
-    total.set_rx_frames(relay_stats.uplink_rx_frames);
-    total.set_rx_bytes(relay_stats.uplink_rx_bytes);
-    total.set_tx_frames(relay_stats.uplink_tx_frames);
-    total.set_tx_bytes(relay_stats.uplink_tx_bytes);
-    total.set_syscalls(relay_stats.xsk_syscalls);
+    // The relay's own drop reasons first, then the kernel's (SetUplinkTraffic).
     auto& drops = *total.mutable_drops();
     for (size_t i = 0; i < static_cast<size_t>(relay::DropReason::kCount); ++i)
       drops[relay::DropReasonName(static_cast<relay::DropReason>(i))] = relay_stats.drops[i];
-    drops["kernel_rx_dropped"] = relay_stats.kernel_rx_dropped;
-    drops["kernel_rx_ring_full"] = relay_stats.kernel_rx_ring_full;
-    drops["kernel_fill_ring_empty"] = relay_stats.kernel_fill_ring_empty;
-    drops["kernel_tx_invalid"] = relay_stats.kernel_tx_invalid;
     uint64_t wakeups = 0;
+    for (const relay::RelayQueueStats& queue : relay_stats.queues)
+      wakeups += queue.wakeup_syscalls;
+    SetUplinkTraffic({.rx_frames = relay_stats.uplink_rx_frames,
+                      .rx_bytes = relay_stats.uplink_rx_bytes,
+                      .tx_frames = relay_stats.uplink_tx_frames,
+                      .tx_bytes = relay_stats.uplink_tx_bytes,
+                      .kicks = wakeups,
+                      .syscalls = relay_stats.xsk_syscalls,
+                      .kernel_rx_dropped = relay_stats.kernel_rx_dropped,
+                      .kernel_rx_ring_full = relay_stats.kernel_rx_ring_full,
+                      .kernel_fill_ring_empty = relay_stats.kernel_fill_ring_empty,
+                      .kernel_tx_invalid = relay_stats.kernel_tx_invalid},
+                     total);
     for (const relay::RelayQueueStats& queue : relay_stats.queues) {
       v1::QueueStats& out = *uplink_stats.add_queues();
       out.set_queue(queue.queue);
       out.set_worker(FirstWorkerNumberLocked(it->first) + queue.worker);
-      v1::TrafficCounters& counters = *out.mutable_counters();
-      counters.set_rx_frames(queue.rx_frames);
-      counters.set_rx_bytes(queue.rx_bytes);
-      counters.set_tx_frames(queue.tx_frames);
-      counters.set_tx_bytes(queue.tx_bytes);
-      counters.set_kicks(queue.wakeup_syscalls);
-      counters.set_syscalls(queue.syscalls);
-      auto& queue_drops = *counters.mutable_drops();
-      queue_drops["kernel_rx_dropped"] = queue.kernel.rx_dropped;
-      queue_drops["kernel_rx_ring_full"] = queue.kernel.rx_ring_full;
-      queue_drops["kernel_fill_ring_empty"] = queue.kernel.rx_fill_ring_empty_descs;
-      queue_drops["kernel_tx_invalid"] = queue.kernel.tx_invalid_descs;
-      wakeups += queue.wakeup_syscalls;
+      SetUplinkTraffic({.rx_frames = queue.rx_frames,
+                        .rx_bytes = queue.rx_bytes,
+                        .tx_frames = queue.tx_frames,
+                        .tx_bytes = queue.tx_bytes,
+                        .kicks = queue.wakeup_syscalls,
+                        .syscalls = queue.syscalls,
+                        .kernel_rx_dropped = queue.kernel.rx_dropped,
+                        .kernel_rx_ring_full = queue.kernel.rx_ring_full,
+                        .kernel_fill_ring_empty = queue.kernel.rx_fill_ring_empty_descs,
+                        .kernel_tx_invalid = queue.kernel.tx_invalid_descs},
+                       *out.mutable_counters());
     }
-    total.set_kicks(wakeups);
     v1::UplinkOffloadCounters& offloads = *uplink_stats.mutable_offloads();
     offloads.set_rx_checksums_valid(relay_stats.rx_checksums_valid);
     offloads.set_rx_checksums_invalid(relay_stats.rx_checksums_invalid);

@@ -3,6 +3,7 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <linux/if_link.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -282,21 +283,14 @@ absl::Status SteeringProgram::AfterLoad() {
       }
     }
   }
-  auto adopted = [this](std::string_view name) {
-    for (const std::string& adopted_name : adopted_maps_) {
-      if (adopted_name == name)
-        return true;
-    }
-    return false;
-  };
   if (absl::Status index = SetUpPortIndex(); !index.ok())
     return index;
-  if (!adopted(XVIO_MAP_NAME_CONFIG)) {
+  if (!Adopted(XVIO_MAP_NAME_CONFIG)) {
     absl::Status written = WriteConfig(DefaultSteeringConfig());
     if (!written.ok())
       return written;
   }
-  if (!adopted(XVIO_MAP_NAME_TOEPLITZ)) {
+  if (!Adopted(XVIO_MAP_NAME_TOEPLITZ)) {
     absl::StatusOr<xvio_config> config = ReadConfig();
     if (!config.ok())
       return config.status();
@@ -359,8 +353,14 @@ absl::StatusOr<std::optional<AttachResult>> SteeringProgram::AdoptAttached(int i
     return absl::FailedPreconditionError("already attached to ifindex " +
                                          std::to_string(attached_ifindex_) + "; Detach() first");
   }
-  // Only a complete set of adopted maps can belong to a running program.
-  if (adopted_maps_.size() != AllMaps(skeleton_).size())
+  // Only a complete set of adopted maps can belong to a running program of
+  // this version; the set without the port index, to one of the version
+  // before it (the port index was added last; the other maps are unchanged,
+  // AdoptPinnedMaps checked their layouts).
+  const bool complete = adopted_maps_.size() == AllMaps(skeleton_).size();
+  const bool before_port_index = !complete && !Adopted(XVIO_MAP_NAME_PORT_INDEX) &&
+                                 adopted_maps_.size() + 1 == AllMaps(skeleton_).size();
+  if (!complete && !before_port_index)
     return std::optional<AttachResult>();
   const std::uint32_t xsks_id = xsks_map_id();
   xdp_multiprog* multiprog = xdp_multiprog__get_from_ifindex(ifindex);
@@ -402,6 +402,9 @@ absl::StatusOr<std::optional<AttachResult>> SteeringProgram::AdoptAttached(int i
   xdp_multiprog__close(multiprog);
   if (found_id == 0)
     return std::optional<AttachResult>();
+  if (before_port_index)
+    return ReplaceOlderProgram(ifindex, found_id,
+                               mode == XDP_MODE_SKB ? XdpMode::kSkb : XdpMode::kNative, legacy);
 
   xdp_program* adopted = xdp_program__from_id(found_id);
   if (long error = libxdp_get_error(adopted); error != 0)
@@ -420,6 +423,74 @@ absl::StatusOr<std::optional<AttachResult>> SteeringProgram::AdoptAttached(int i
   AttachResult result;
   result.mode = attached_mode_;
   result.dispatcher = !legacy;
+  return std::optional<AttachResult>(result);
+}
+
+bool SteeringProgram::Adopted(std::string_view map_name) const {
+  return std::find(adopted_maps_.begin(), adopted_maps_.end(), map_name) != adopted_maps_.end();
+}
+
+absl::StatusOr<std::optional<AttachResult>> SteeringProgram::ReplaceOlderProgram(
+    int ifindex, std::uint32_t older_id, XdpMode mode, bool legacy) {
+  const std::string older =
+      absl::StrCat("the steering program id ", older_id, " on ifindex ", ifindex,
+                   " (loaded by an older xvio: its pins in ", options_.pin_directory,
+                   " have no " XVIO_MAP_NAME_PORT_INDEX ")");
+  if (!legacy) {
+    // A component of libxdp's dispatcher can only be swapped by building a
+    // new dispatcher (libxdp 1.3 has no call for it); adding ours next to
+    // it and removing it would run both for a while, untested here.
+    return absl::FailedPreconditionError(absl::StrCat(
+        older,
+        " runs in libxdp's multi-program dispatcher, where it cannot be replaced in place. "
+        "Unload it (`xdp-loader unload <interface> --id ",
+        older_id,
+        "`) and start again: the pinned maps (ports, sockets, config) are kept and adopted"));
+  }
+  // Our program over the adopted maps, with a new port index pinned next to
+  // them and filled from xvio_ports (AfterLoad).
+  if (absl::Status loaded = Load(); !loaded.ok())
+    return loaded;
+  // Until the swap succeeds the pins stay those of the older version, so
+  // that a later attempt (the relay retries) upgrades again.
+  const std::string index_pin = options_.pin_directory + "/" XVIO_MAP_NAME_PORT_INDEX;
+  const int older_fd = bpf_prog_get_fd_by_id(older_id);
+  if (older_fd < 0) {
+    const int saved = errno;
+    unlink(index_pin.c_str());
+    return ErrnoError(saved, "opening " + older);
+  }
+  bpf_xdp_attach_opts options{};
+  options.sz = sizeof(options);
+  options.old_prog_fd = older_fd;
+  // The mode the older program runs in: the kernel refuses native and skb
+  // mode programs on one interface at once.
+  const std::uint32_t flags =
+      XDP_FLAGS_REPLACE | (mode == XdpMode::kSkb ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE);
+  const int error = bpf_xdp_attach(ifindex, program_fd(), flags, &options);
+  close(older_fd);
+  if (error != 0) {
+    unlink(index_pin.c_str());
+    return ErrnoError(error, "replacing " + older + " in place with this xvio's program");
+  }
+  // Detach() goes through libxdp, which knows a program attached alone by
+  // its id, as for an adopted program.
+  bpf_prog_info info{};
+  __u32 length = sizeof(info);
+  if (bpf_obj_get_info_by_fd(program_fd(), &info, &length) != 0)
+    return ErrnoError(errno, "reading the id of the steering program that replaced " + older);
+  xdp_program* ours = xdp_program__from_id(info.id);
+  if (long open_error = libxdp_get_error(ours); open_error != 0)
+    return LibxdpError(static_cast<int>(open_error),
+                       "opening the attached steering program id " + std::to_string(info.id));
+  adopted_program_ = ours;
+  attached_ifindex_ = ifindex;
+  attached_mode_ = mode;
+  attached_program_id_ = info.id;
+  AttachResult result;
+  result.mode = mode;
+  result.dispatcher = false;
+  result.replaced_program_id = older_id;
   return std::optional<AttachResult>(result);
 }
 

@@ -51,6 +51,10 @@ struct AttachResult {
   // libxdp attached it alone (it falls back when the dispatcher cannot load,
   // e.g. without CAP_PERFMON, or when the program was loaded beforehand).
   bool dispatcher = false;
+  // AdoptAttached only: the id of a program of an older xvio (pins without
+  // xvio_port_index) that this one replaced in place; 0 when the running
+  // program was adopted as it was.
+  std::uint32_t replaced_program_id = 0;
 };
 
 // Defaults written into fresh (not adopted) maps at load: every hash type but
@@ -87,6 +91,18 @@ class SteeringProgram {
   // The program (and its id) stays as it is; this object loads a copy only
   // to own the maps, and Detach() detaches the adopted program. Returns
   // nullopt when no such program is attached (then Attach() as usual).
+  //
+  // Pins of an xvio from before the port index (the other five maps, no
+  // xvio_port_index) belong to a program that does not know the index, so
+  // that program is upgraded instead: this object's program is loaded over
+  // the five adopted maps and a new, pinned index filled from xvio_ports,
+  // and replaces the running one atomically (XDP_FLAGS_REPLACE: the
+  // interface is never without a program, frames see the old or the new
+  // one, both steering with the same maps); `replaced_program_id` says so.
+  // That needs the program attached alone (libxdp's legacy mode, as on
+  // kernels where the dispatcher cannot load); inside libxdp's
+  // multi-program dispatcher the upgrade is refused with
+  // FAILED_PRECONDITION saying what to run.
   absl::StatusOr<std::optional<AttachResult>> AdoptAttached(int ifindex);
   // Detaches from the interface Attach() used; no-op when not attached.
   absl::Status Detach();
@@ -147,6 +163,11 @@ class SteeringProgram {
  private:
   SteeringProgram() = default;
   absl::Status AdoptPinnedMaps();
+  bool Adopted(std::string_view map_name) const;
+  // AdoptAttached for a program that predates the port index (see there).
+  absl::StatusOr<std::optional<AttachResult>> ReplaceOlderProgram(int ifindex,
+                                                                  std::uint32_t older_id,
+                                                                  XdpMode mode, bool legacy);
   absl::Status AfterLoad();
   // Maps xvio_port_index and reconciles it with the port map.
   absl::Status SetUpPortIndex();

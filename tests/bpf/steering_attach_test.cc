@@ -23,7 +23,9 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "agent/steering/steering_program.h"
 #include "agent/steering/toeplitz.h"
@@ -408,6 +410,128 @@ TEST_F(SteeringAttachTest, FreshPortIndexIsFilledFromAdoptedPortMap) {
   EXPECT_EQ(PortCountersAfterFrame(**second, vm_mac, 5), "found");
   ASSERT_TRUE((*second)->DeletePort(vm_mac, 5).ok());
   EXPECT_EQ(PortCountersAfterFrame(**second, vm_mac, 5), "unknown");
+}
+
+std::uint32_t MapId(int map_fd) {
+  bpf_map_info info{};
+  __u32 length = sizeof(info);
+  return bpf_obj_get_info_by_fd(map_fd, &info, &length) == 0 ? info.id : 0;
+}
+
+// The program attached natively to `ifindex` (0: none), as the kernel says.
+std::uint32_t NativeProgramId(int ifindex) {
+  __u32 id = 0;
+  return bpf_xdp_query_id(ifindex, XDP_FLAGS_DRV_MODE, &id) == 0 ? id : 0;
+}
+
+// The slots of the pinned port index that hold a key, as "port_id/flags".
+std::vector<std::string> PinnedIndexEntries(const std::string& pin_directory) {
+  std::vector<std::string> entries;
+  const int fd = bpf_obj_get((pin_directory + "/" XVIO_MAP_NAME_PORT_INDEX).c_str());
+  if (fd < 0)
+    return {"no pinned " XVIO_MAP_NAME_PORT_INDEX};
+  for (std::uint32_t slot = 0; slot < XVIO_PORT_INDEX_SLOTS; ++slot) {
+    xvio_port_slot value{};
+    if (bpf_map_lookup_elem(fd, &slot, &value) != 0) {
+      entries.push_back("lookup failed");
+      break;
+    }
+    if (value.key != XVIO_PORT_SLOT_EMPTY && value.key != XVIO_PORT_SLOT_DELETED)
+      entries.push_back(std::to_string(value.value & 0xffffffffu) + "/" +
+                        std::to_string(value.value >> 32));
+  }
+  close(fd);
+  return entries;
+}
+
+// An agent upgraded over a running datapath whose pins predate the port
+// index (five maps): it adopts the five, pins a new index filled from the
+// port map, and replaces the running program in place, keeping the maps;
+// frames for a port the old agent set keep arriving; the next restart
+// adopts the new program as it is.
+TEST_F(SteeringAttachTest, ProgramWhosePinsPredateThePortIndexIsReplacedInPlace) {
+  NetNamespace uplink_ns, peer_ns;
+  VethPair veth(uplink_ns, peer_ns,
+                {.mac_a = "02:00:00:00:11:01",
+                 .mac_b = "02:00:00:00:11:02",
+                 .ipv4_a = "10.78.0.1/24",
+                 .ipv4_b = "10.78.0.2/24"});
+  ScopedPinDirectory pins;
+  ScopedNetns inside(uplink_ns);
+  const Mac vm_mac = MacFrom("02:00:00:00:00:09");
+  std::uint32_t older_id = 0, xsks_id = 0, ports_id = 0, config_id = 0;
+  {
+    auto older = SteeringProgram::Open({.pin_directory = pins.path()});
+    ASSERT_TRUE(older.ok()) << older.status();
+    ASSERT_TRUE((*older)->Attach(veth.IfindexA(), /*allow_skb_fallback=*/false).ok());
+    ASSERT_TRUE((*older)->UpsertPort(vm_mac, 0, kPortId).ok());
+    ASSERT_TRUE((*older)->SetSymmetricHash(true).ok());
+    older_id = (*older)->attached_program_id();
+    xsks_id = (*older)->xsks_map_id();
+    ports_id = MapId((*older)->ports_map_fd());
+    config_id = MapId((*older)->config_map_fd());
+    (*older)->LeaveAttached();
+  }
+  // What an xvio from before the port index leaves behind: its program
+  // attached and five pins (this program's own index is not pinned).
+  ASSERT_EQ(unlink((pins.path() + "/" XVIO_MAP_NAME_PORT_INDEX).c_str()), 0);
+  ASSERT_NE(older_id, 0u);
+  ASSERT_EQ(NativeProgramId(veth.IfindexA()), older_id);
+
+  auto upgraded = SteeringProgram::Open({.pin_directory = pins.path()});
+  ASSERT_TRUE(upgraded.ok()) << upgraded.status();
+  EXPECT_EQ((*upgraded)->adopted_maps().size(), 5u);
+  auto adopted = (*upgraded)->AdoptAttached(veth.IfindexA());
+  ASSERT_TRUE(adopted.ok()) << adopted.status();
+  ASSERT_TRUE(adopted->has_value()) << "the running program of the five pinned maps was not taken "
+                                       "over (the next Attach would find the interface busy)";
+  EXPECT_EQ((*adopted)->replaced_program_id, older_id);
+  EXPECT_EQ((*adopted)->mode, steering::XdpMode::kNative);
+  const std::uint32_t new_id = (*upgraded)->attached_program_id();
+  EXPECT_NE(new_id, older_id);
+  EXPECT_EQ(NativeProgramId(veth.IfindexA()), new_id) << "the kernel runs another program";
+  EXPECT_EQ((*upgraded)->xsks_map_id(), xsks_id) << "the xskmap was not adopted";
+  EXPECT_EQ(MapId((*upgraded)->ports_map_fd()), ports_id) << "the port map was not adopted";
+  EXPECT_EQ(MapId((*upgraded)->config_map_fd()), config_id) << "the config map was not adopted";
+  auto config = (*upgraded)->ReadConfig();
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->flags & XVIO_CONFIG_FLAG_SYMMETRIC_HASH) << "config was reset, not adopted";
+  EXPECT_EQ(PinnedIndexEntries(pins.path()),
+            std::vector<std::string>{std::to_string(kPortId) + "/0"})
+      << "the new index is not pinned, or not filled from the port map";
+
+  // The attached program steers the old agent's port into a new socket.
+  RxSocket socket;
+  std::string error;
+  ASSERT_TRUE(socket.Create(veth.options().name_a, &error)) << error;
+  ASSERT_TRUE((*upgraded)->SetSocket(0, socket.fd()).ok());
+  const Bytes frame = PacketBuilder()
+                          .Ethernet(vm_mac, MacFrom("02:00:00:00:11:02"))
+                          .Ipv4(Ipv4From("10.78.0.2"), Ipv4From("10.78.0.50"))
+                          .Udp(33333, 4789)
+                          .Payload(32)
+                          .Build();
+  ASSERT_TRUE(SendFromNamespace(peer_ns, veth.options().name_b, frame, &error)) << error;
+  xvio_metadata metadata{};
+  Bytes received;
+  ASSERT_TRUE(socket.Receive(std::chrono::seconds(5), &metadata, &received))
+      << "no frame at the AF_XDP socket within 5 s";
+  EXPECT_EQ(received, frame) << DescribeBytesDifference(frame, received);
+  EXPECT_EQ(metadata.port_id, kPortId);
+  (*upgraded)->LeaveAttached();
+  upgraded->reset();
+
+  // The next agent finds six pins and adopts the program as it is.
+  auto next = SteeringProgram::Open({.pin_directory = pins.path()});
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ((*next)->adopted_maps().size(), 6u);
+  auto again = (*next)->AdoptAttached(veth.IfindexA());
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_TRUE(again->has_value());
+  EXPECT_EQ((*again)->replaced_program_id, 0u);
+  EXPECT_EQ((*next)->attached_program_id(), new_id);
+  EXPECT_TRUE((*next)->Detach().ok());
+  EXPECT_EQ(NativeProgramId(veth.IfindexA()), 0u) << "Detach left a program attached";
 }
 
 TEST_F(SteeringAttachTest, IncompatiblePinnedMapIsRefusedWithAdvice) {
