@@ -137,6 +137,14 @@ std::string RenderPrometheus(const v1::Stats& stats, const v1::AgentInfo& info) 
       out.Counter("xvio_uplink_rx_checksums_total", kChecksumHelp,
                   {{"uplink", uplink.uplink()}, {"result", result}}, count);
     }
+    for (const auto& [result, count] :
+         {std::pair<const char*, uint64_t>{"completed", offloads.rx_partial_checksums_completed()},
+          {"not_completed", offloads.rx_partial_checksums_not_completed()}}) {
+      out.Counter("xvio_uplink_rx_partial_checksums_total",
+                  "Group frames from the uplink's host stack with a partial checksum, by whether "
+                  "the relay completed it before flooding them to guests.",
+                  {{"uplink", uplink.uplink()}, {"result", result}}, count);
+    }
     out.Counter("xvio_uplink_tx_frames_segmented_total",
                 "Guest GSO frames the relay segmented in software on their way out.",
                 {{"uplink", uplink.uplink()}}, offloads.tx_frames_segmented());

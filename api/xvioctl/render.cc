@@ -265,12 +265,15 @@ std::string StatsText(const v1::Stats& stats) {
     }
   }
   Table offloads({"UPLINK", "RX-CSUM-VALID", "RX-CSUM-INVALID", "RX-CSUM-NOT-CHECKED",
-                  "TX-SEGMENTED", "TX-SEGMENTS", "TX-CSUM-COMPLETED"});
+                  "RX-PARTIAL-COMPLETED", "RX-PARTIAL-LEFT", "TX-SEGMENTED", "TX-SEGMENTS",
+                  "TX-CSUM-COMPLETED"});
   for (const auto& uplink : stats.uplinks()) {
     const v1::UplinkOffloadCounters& counters = uplink.offloads();
     offloads.Add({uplink.uplink(), absl::StrCat(counters.rx_checksums_valid()),
                   absl::StrCat(counters.rx_checksums_invalid()),
                   absl::StrCat(counters.rx_checksums_not_checked()),
+                  absl::StrCat(counters.rx_partial_checksums_completed()),
+                  absl::StrCat(counters.rx_partial_checksums_not_completed()),
                   absl::StrCat(counters.tx_frames_segmented()),
                   absl::StrCat(counters.tx_segments_produced()),
                   absl::StrCat(counters.tx_checksums_completed())});

@@ -70,6 +70,8 @@ TEST(Metrics, RendersUplinkOffloadsQueuesAndWorkerDrops) {
   uplink->mutable_offloads()->set_tx_frames_segmented(4);
   uplink->mutable_offloads()->set_tx_segments_produced(40);
   uplink->mutable_offloads()->set_tx_checksums_completed(5);
+  uplink->mutable_offloads()->set_rx_partial_checksums_completed(7);
+  uplink->mutable_offloads()->set_rx_partial_checksums_not_completed(1);
   auto* queue = uplink->add_queues();
   queue->set_queue(1);
   queue->set_worker(2);
@@ -90,6 +92,8 @@ TEST(Metrics, RendersUplinkOffloadsQueuesAndWorkerDrops) {
            "xvio_uplink_tx_frames_segmented_total{uplink=\"up0\"} 4\n",
            "xvio_uplink_tx_segments_produced_total{uplink=\"up0\"} 40\n",
            "xvio_uplink_tx_checksums_completed_total{uplink=\"up0\"} 5\n",
+           "xvio_uplink_rx_partial_checksums_total{uplink=\"up0\",result=\"completed\"} 7\n",
+           "xvio_uplink_rx_partial_checksums_total{uplink=\"up0\",result=\"not_completed\"} 1\n",
            "xvio_uplink_queue_rx_frames_total{uplink=\"up0\",queue=\"1\"} 17\n",
            "xvio_uplink_queue_drops_total{uplink=\"up0\",queue=\"1\",reason=\"kernel_rx_ring_"
            "full\"} 6\n",
