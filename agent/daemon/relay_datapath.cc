@@ -978,8 +978,8 @@ void RelayDatapath::CollectStats(v1::Stats& stats) const {
     offloads.set_tx_frames_segmented(relay_stats.offload_frames_segmented);
     offloads.set_tx_segments_produced(relay_stats.offload_segments_produced);
     offloads.set_tx_checksums_completed(relay_stats.offload_checksums_completed);
-    offloads.set_rx_partial_checksums_completed(relay_stats.rx_checksums_completed);
-    offloads.set_rx_partial_checksums_not_completed(relay_stats.rx_checksums_not_completed);
+    offloads.set_rx_partial_checksums_completed(relay_stats.rx_partial_checksums_completed);
+    offloads.set_rx_partial_checksums_not_completed(relay_stats.rx_partial_checksums_not_completed);
   }
   for (auto& port_stats : *stats.mutable_ports()) {
     auto it = ports_.find(port_stats.port());

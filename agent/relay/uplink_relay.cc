@@ -522,8 +522,8 @@ RelayStats UplinkRelay::Stats() const {
   stats.xsks_map_id = steering_ != nullptr ? steering_->xsks_map_id() : 0;
   stats.zero_copy = workers_.front()->sockets_.front()->zero_copy();
   stats.uplink_mtu_bytes = uplink_mtu_bytes_;
-  stats.rx_checksums_completed = Load(group_frame_counters_.checksums_completed);
-  stats.rx_checksums_not_completed = Load(group_frame_counters_.checksums_not_completed);
+  stats.rx_partial_checksums_completed = Load(group_frame_counters_.checksums_completed);
+  stats.rx_partial_checksums_not_completed = Load(group_frame_counters_.checksums_not_completed);
   for (const auto& worker : workers_) {
     // Counters: relaxed loads of single-writer atomics.
     stats.uplink_rx_frames += Load(worker->uplink_rx_frames_);

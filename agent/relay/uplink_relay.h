@@ -259,8 +259,8 @@ struct RelayStats {
   // checksum offload): completed in software before flooding, or not
   // completable (not TCP/UDP over IP, IPv6 extension headers, an IPv4
   // fragment) and flooded as they were. Whatever the guests negotiated.
-  uint64_t rx_checksums_completed = 0;
-  uint64_t rx_checksums_not_completed = 0;
+  uint64_t rx_partial_checksums_completed = 0;
+  uint64_t rx_partial_checksums_not_completed = 0;
   // Sums over the workers (each one's in `workers`).
   uint64_t polls = 0;                // worker rounds
   uint64_t busy_polls = 0;           // rounds that moved frames

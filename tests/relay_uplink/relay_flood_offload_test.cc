@@ -222,9 +222,9 @@ TEST_F(RelayFloodOffloadTest, PartialChecksumsFromTheHostStackAreCompletedBefore
       << "the completed checksums verify, once per datagram";
   EXPECT_EQ(relay.Counter("offload.rx_checksums_invalid"), 0u)
       << "partial checksums were flooded as they arrived";
-  EXPECT_EQ(relay.Counter("offload.rx_checksums_completed"), sent)
+  EXPECT_EQ(relay.Counter("offload.rx_partial_checksums_completed"), sent)
       << "the datagrams did not arrive partial, or were not completed";
-  EXPECT_EQ(relay.Counter("offload.rx_checksums_not_completed"), 0u);
+  EXPECT_EQ(relay.Counter("offload.rx_partial_checksums_not_completed"), 0u);
   EXPECT_EQ(relay.Counter("flood.group_frames_from_uplink"), sent);
   EXPECT_EQ(relay.NonZeroDrops(), "");
 }

@@ -158,8 +158,8 @@ void WriteStats(const std::string& path, const RelayStats& stats,
   line("offload.rx_checksums_valid", stats.rx_checksums_valid);
   line("offload.rx_checksums_invalid", stats.rx_checksums_invalid);
   line("offload.rx_checksums_not_checked", stats.rx_checksums_not_checked);
-  line("offload.rx_checksums_completed", stats.rx_checksums_completed);
-  line("offload.rx_checksums_not_completed", stats.rx_checksums_not_completed);
+  line("offload.rx_partial_checksums_completed", stats.rx_partial_checksums_completed);
+  line("offload.rx_partial_checksums_not_completed", stats.rx_partial_checksums_not_completed);
   line("worker.polls", stats.polls);
   line("worker.busy_polls", stats.busy_polls);
   line("worker.sleeps", stats.sleeps);
