@@ -1,5 +1,6 @@
 // Adaptive idling of a datapath worker: the wait set (epoll over kick
-// eventfd duplicates, readable fds and a wake eventfd) and the sleep.
+// eventfd duplicates and a wake eventfd; readable fds polled beside it only
+// while asleep) and the sleep.
 #include "agent/vhost/idle_waiter.h"
 
 #include <sys/epoll.h>
@@ -7,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <ctime>
 
 #include "agent/vhost/log.h"
 
@@ -47,6 +49,7 @@ void IdleWaiter::CloseWaitSet() {
       close(watched.fd);
   }
   watched_.clear();
+  poll_set_.clear();
   polling_driver_ = false;
 }
 
@@ -88,7 +91,11 @@ void IdleWaiter::WaitSet::AddKick(VirtQueue& queue) {
 }
 
 void IdleWaiter::WaitSet::AddReadable(int fd) {
-  Add(fd, /*drain=*/false);
+  if (fd < 0)
+    return;
+  if (waiter_.poll_set_.empty())
+    waiter_.poll_set_.push_back(pollfd{waiter_.epoll_fd_, POLLIN, 0});
+  waiter_.poll_set_.push_back(pollfd{fd, POLLIN, 0});
 }
 
 void IdleWaiter::Sleep(bool poll_soon) {
@@ -96,14 +103,28 @@ void IdleWaiter::Sleep(bool poll_soon) {
   epoll_event events[16];
   Increment(sleeps_);
   int count = 0;
-  if (epoll_fd_ >= 0) {
-    count = epoll_wait(epoll_fd_, events, 16, timeout_ms);
+  bool socket_ready = false;
+  if (poll_set_.empty()) {
+    if (epoll_fd_ >= 0) {
+      count = epoll_wait(epoll_fd_, events, 16, timeout_ms);
+    } else {
+      usleep(static_cast<useconds_t>(timeout_ms) * 1000);  // no epoll: a bounded nap
+    }
   } else {
-    usleep(static_cast<useconds_t>(timeout_ms) * 1000);  // no epoll: a bounded nap
+    // The sockets' wait-queue entries exist only for this call; the epoll
+    // fd turns readable when one of its eventfds does.
+    const timespec timeout{timeout_ms / 1000, static_cast<long>(timeout_ms % 1000) * 1000000};
+    const int ready = ppoll(poll_set_.data(), poll_set_.size(), &timeout, nullptr);
+    const bool epoll_ready = ready > 0 && (poll_set_.front().revents & POLLIN) != 0;
+    socket_ready = ready > (epoll_ready ? 1 : 0);
+    if (epoll_ready)
+      count = epoll_wait(epoll_fd_, events, 16, 0);
   }
   static const bool trace = std::getenv("XVIO_VHOST_TRACE") != nullptr;
-  if (trace)
-    LogLine("idle: slept on %d fds, woke with %d events", watched_.size() + 1, count);
+  if (trace) {
+    LogLine("idle: slept on %d fds, woke with %d events%s", static_cast<int>(watched_fds() + 1),
+            count, socket_ready ? " and a readable socket" : "");
+  }
   for (int i = 0; i < count; ++i) {
     const uint64_t index = events[i].data.u64;
     uint64_t value = 0;
@@ -119,7 +140,7 @@ void IdleWaiter::Sleep(bool poll_soon) {
         Increment(kicks_, value);
     }
   }
-  if (count > 0)
+  if (count > 0 || socket_ready)
     Increment(wakeups_);
 }
 

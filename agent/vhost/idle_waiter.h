@@ -4,6 +4,8 @@
 // fd turns readable or another thread calls Wake().
 #pragma once
 
+#include <poll.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -25,7 +27,10 @@ class IdleWaiter {
     // last 1 ms at most.
     void AddKick(VirtQueue& queue);
     // Wakes when `fd` is readable (an AF_XDP socket). Not owned and not
-    // read: the worker consumes it in its next round.
+    // read: the worker consumes it in its next round. Watched only during a
+    // sleep (ppoll), never registered with the epoll set: a socket with a
+    // registered waiter pays a wait-queue wake-up for every receive flush
+    // and every transmitted skb it frees, also while the worker polls.
     void AddReadable(int fd);
 
    private:
@@ -108,7 +113,9 @@ class IdleWaiter {
   // Guest kicks consumed: the sum of the kick eventfds' counts read.
   uint64_t kicks() const { return kicks_.load(std::memory_order_relaxed); }
   // Descriptors in the wait set besides the wake eventfd (tests).
-  size_t watched_fds() const { return watched_.size(); }
+  size_t watched_fds() const {
+    return watched_.size() + (poll_set_.empty() ? 0 : poll_set_.size() - 1);
+  }
   // How long the next sleep may last: kShortSleepMs while a polling driver
   // is in the wait set or the caller expects work soon, else kLongSleepMs.
   int sleep_timeout_ms(bool poll_soon = false) const {
@@ -138,7 +145,10 @@ class IdleWaiter {
   std::chrono::steady_clock::time_point idle_since_{};
   bool idle_since_known_ = false;
   int epoll_fd_ = -1;
-  std::vector<Watched> watched_;
+  std::vector<Watched> watched_;  // in the epoll set: the eventfds
+  // What a sleep polls when readable fds were added: the epoll fd (-1 if
+  // none; ppoll skips it) first, then those fds. Empty otherwise.
+  std::vector<pollfd> poll_set_;
   uint64_t wait_set_key_ = ~uint64_t{0};
   bool polling_driver_ = false;  // a ready queue without kick fd is in the set
   std::atomic<uint64_t> sleeps_{0};

@@ -5,7 +5,13 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
 #include <thread>
 
 #include "agent/vhost/net_device.h"
@@ -156,6 +162,77 @@ TEST(IdleWaiterAloneTest, PollSoonShortensTheSleep) {
   EXPECT_TRUE(slept);
   EXPECT_EQ(waiter.wakeups(), 0u);
   EXPECT_EQ(waiter.sleep_timeout_ms(/*poll_soon=*/true), IdleWaiter::kShortSleepMs);
+}
+
+// The fds that epoll instances of this process watch ("tfd:" lines of their
+// /proc/self/fdinfo entries).
+std::set<int> EpollTargets() {
+  std::set<int> targets;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code error;
+    if (std::filesystem::read_symlink(entry.path(), error).string() != "anon_inode:[eventpoll]")
+      continue;
+    std::ifstream info("/proc/self/fdinfo/" + entry.path().filename().string());
+    for (std::string word; info >> word;) {
+      int fd = -1;
+      if (word == "tfd:" && info >> fd)
+        targets.insert(fd);
+    }
+  }
+  return targets;
+}
+
+class IdleWaiterReadableTest : public IdleWaiterTest {
+ protected:
+  void SetUp() override {
+    IdleWaiterTest::SetUp();
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sockets_), 0);
+  }
+  void TearDown() override {
+    close(sockets_[0]);
+    close(sockets_[1]);
+  }
+  // One idle round over the transmit queue's kick and sockets_[0].
+  bool RoundWithSocket(IdleWaiter& waiter) {
+    return waiter.IdleRound(
+        1,
+        [&](IdleWaiter::WaitSet& set) {
+          set.AddKick(tx());
+          set.AddReadable(sockets_[0]);
+        },
+        [] { return true; }, [] {});
+  }
+  int sockets_[2] = {-1, -1};
+};
+
+TEST_F(IdleWaiterReadableTest, ReadableSocketEndsTheSleepAndIsLeftToTheWorker) {
+  IdleWaiter waiter(kSleepAtOnce);
+  ASSERT_EQ(send(sockets_[1], "x", 1, 0), 1);
+  EXPECT_TRUE(RoundWithSocket(waiter));
+  EXPECT_EQ(waiter.watched_fds(), 2u);
+  EXPECT_EQ(waiter.wakeups(), 1u) << "the readable socket did not end the sleep (it timed out)";
+  EXPECT_EQ(waiter.eventfd_reads(), 0u);
+  pollfd socket{sockets_[0], POLLIN, 0};
+  EXPECT_EQ(poll(&socket, 1, 0), 1) << "the waiter read the socket; the worker must";
+}
+
+TEST_F(IdleWaiterReadableTest, KickStillEndsTheSleepBesideASocket) {
+  IdleWaiter waiter(kSleepAtOnce);
+  ASSERT_EQ(eventfd_write(tx().kick_fd(), 2), 0);
+  EXPECT_TRUE(RoundWithSocket(waiter));
+  EXPECT_EQ(waiter.wakeups(), 1u);
+  EXPECT_EQ(waiter.kicks(), 2u) << "the kick eventfd was not read through the epoll set";
+}
+
+TEST_F(IdleWaiterReadableTest, SocketHasNoWaiterRegisteredWhileTheWorkerPolls) {
+  // A registered waiter costs the kernel a wait-queue wake-up on every
+  // receive flush and freed transmit skb of an AF_XDP socket.
+  IdleWaiter waiter(kSleepAtOnce);
+  waiter.Wake();
+  ASSERT_TRUE(RoundWithSocket(waiter));
+  const std::set<int> targets = EpollTargets();
+  EXPECT_FALSE(targets.empty()) << "no epoll set found: the check below would prove nothing";
+  EXPECT_EQ(targets.count(sockets_[0]), 0u) << "the socket stays in the epoll set after the sleep";
 }
 
 }  // namespace
