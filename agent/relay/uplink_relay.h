@@ -218,7 +218,7 @@ struct RelayWorkerStats {
   std::vector<uint32_t> uplink_queues;  // the AF_XDP sockets it owns, by uplink queue
   uint64_t polls = 0;                   // rounds over its queues
   uint64_t busy_polls = 0;              // ... of those, rounds that moved frames
-  uint64_t sleeps = 0;                  // times it blocked in epoll_wait
+  uint64_t sleeps = 0;                  // times it blocked (ppoll / epoll_wait)
   uint64_t wakeups = 0;                 // sleeps ended by an event (kick, AF_XDP, control)
   uint64_t eventfd_reads = 0;           // read()s re-arming kick and wake eventfds
   uint64_t guest_kicks = 0;             // guest kicks consumed (eventfd counts read)
@@ -264,7 +264,7 @@ struct RelayStats {
   // Sums over the workers (each one's in `workers`).
   uint64_t polls = 0;                // worker rounds
   uint64_t busy_polls = 0;           // rounds that moved frames
-  uint64_t sleeps = 0;               // times a worker blocked in epoll_wait
+  uint64_t sleeps = 0;               // times a worker blocked (ppoll / epoll_wait)
   uint64_t wakeups = 0;              // sleeps ended by an event (kick, AF_XDP, control)
   uint64_t xsk_syscalls = 0;         // sendto/recvfrom/poll the AF_XDP sockets made
   uint64_t guest_kicks = 0;          // guest kicks consumed
