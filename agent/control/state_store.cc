@@ -79,6 +79,21 @@ absl::StatusOr<std::string> Paginate(const Map& map, absl::string_view kind, int
   return it == map.end() ? std::string() : EncodePageToken(kind, last_key);
 }
 
+// One page of a List response: `add(response, item)` for each item of the
+// page (Paginate), then the next page token and the total size.
+template <typename Response, typename Map, typename Add>
+absl::StatusOr<Response> ListPage(const Map& map, absl::string_view kind, int32_t page_size,
+                                  absl::string_view page_token, Add add) {
+  Response response;
+  auto next =
+      Paginate(map, kind, page_size, page_token, [&](const auto& item) { add(response, item); });
+  if (!next.ok())
+    return next.status();
+  response.set_next_page_token(*next);
+  response.set_total_size(static_cast<uint32_t>(map.size()));
+  return response;
+}
+
 // Looked up in the agent's network namespace: if_nametoindex and
 // ETHTOOL_GCHANNELS, or, for drivers without channels (lo), /sys/class/net
 // when its entry is the same interface (sysfs shows the namespace of whoever
@@ -145,6 +160,17 @@ std::string VlanText(uint32_t vlan) {
 
 absl::Status NotFound(absl::string_view kind, absl::string_view name) {
   return absl::NotFoundError(absl::StrCat(kind, " ", Quoted(name), " does not exist"));
+}
+
+// The item of `map` named `name` as `with_status` presents it (a Get), or
+// NotFound for the `noun`.
+template <typename Map, typename WithStatus>
+auto FindNamed(const Map& map, absl::string_view noun, absl::string_view name,
+               WithStatus with_status) -> absl::StatusOr<typename Map::mapped_type> {
+  auto it = map.find(name);
+  if (it == map.end())
+    return NotFound(noun, name);
+  return with_status(it->second);
 }
 
 }  // namespace
@@ -420,24 +446,18 @@ absl::StatusOr<v1::Uplink> StateStore::GetUplink(absl::string_view name) const {
   if (auto status = ValidateName("name", name); !status.ok())
     return status;
   std::shared_lock lock(mutex_);
-  auto it = uplinks_.find(name);
-  if (it == uplinks_.end())
-    return NotFound("uplink", name);
-  return WithStatus(it->second);
+  return FindNamed(uplinks_, "uplink", name,
+                   [this](const v1::Uplink& uplink) { return WithStatus(uplink); });
 }
 
 absl::StatusOr<v1::ListUplinksResponse> StateStore::ListUplinks(
     int32_t page_size, absl::string_view page_token) const {
   std::shared_lock lock(mutex_);
-  v1::ListUplinksResponse response;
-  auto next = Paginate(uplinks_, "uplinks", page_size, page_token, [&](const v1::Uplink& uplink) {
-    *response.add_uplinks() = WithStatus(uplink);
-  });
-  if (!next.ok())
-    return next.status();
-  response.set_next_page_token(*next);
-  response.set_total_size(static_cast<uint32_t>(uplinks_.size()));
-  return response;
+  return ListPage<v1::ListUplinksResponse>(
+      uplinks_, "uplinks", page_size, page_token,
+      [this](v1::ListUplinksResponse& response, const v1::Uplink& uplink) {
+        *response.add_uplinks() = WithStatus(uplink);
+      });
 }
 
 // ---- ports ----
@@ -560,23 +580,17 @@ absl::StatusOr<v1::Port> StateStore::GetPort(absl::string_view name) const {
   if (auto status = ValidateName("name", name); !status.ok())
     return status;
   std::shared_lock lock(mutex_);
-  auto it = ports_.find(name);
-  if (it == ports_.end())
-    return NotFound("port", name);
-  return WithStatus(it->second);
+  return FindNamed(ports_, "port", name, [this](const v1::Port& port) { return WithStatus(port); });
 }
 
 absl::StatusOr<v1::ListPortsResponse> StateStore::ListPorts(int32_t page_size,
                                                             absl::string_view page_token) const {
   std::shared_lock lock(mutex_);
-  v1::ListPortsResponse response;
-  auto next = Paginate(ports_, "ports", page_size, page_token,
-                       [&](const v1::Port& port) { *response.add_ports() = WithStatus(port); });
-  if (!next.ok())
-    return next.status();
-  response.set_next_page_token(*next);
-  response.set_total_size(static_cast<uint32_t>(ports_.size()));
-  return response;
+  return ListPage<v1::ListPortsResponse>(
+      ports_, "ports", page_size, page_token,
+      [this](v1::ListPortsResponse& response, const v1::Port& port) {
+        *response.add_ports() = WithStatus(port);
+      });
 }
 
 // ---- FDB ----
@@ -709,14 +723,11 @@ absl::StatusOr<v1::ListFdbEntriesResponse> StateStore::ListFdbEntries(
       view.emplace(absl::StrCat("2/", FdbKey(entry.vlan(), entry.mac())), std::move(entry));
     }
   }
-  v1::ListFdbEntriesResponse response;
-  auto next = Paginate(view, "fdb", request.page_size(), request.page_token(),
-                       [&](const v1::FdbEntry& entry) { *response.add_entries() = entry; });
-  if (!next.ok())
-    return next.status();
-  response.set_next_page_token(*next);
-  response.set_total_size(static_cast<uint32_t>(view.size()));
-  return response;
+  return ListPage<v1::ListFdbEntriesResponse>(
+      view, "fdb", request.page_size(), request.page_token(),
+      [](v1::ListFdbEntriesResponse& response, const v1::FdbEntry& entry) {
+        *response.add_entries() = entry;
+      });
 }
 
 // ---- stats ----

@@ -179,48 +179,68 @@ class SteeringAttachTest : public ::testing::Test {
   }
 };
 
+// The peer end of an AttachLab's veth.
+constexpr char kPeerMac[] = "02:00:00:00:10:02";
+constexpr char kPeerAddress[] = "10.77.0.2";
+
+// A veth pair whose uplink end (02:00:00:00:10:01, 10.77.0.1/24) the program
+// attaches to and whose peer end sends from a namespace of its own, a pin
+// directory, and the calling thread inside the uplink's namespace, for the
+// lab's lifetime.
+struct AttachLab {
+  NetNamespace uplink_ns;
+  NetNamespace peer_ns;
+  VethPair veth{uplink_ns,
+                peer_ns,
+                {.mac_a = "02:00:00:00:10:01",
+                 .mac_b = kPeerMac,
+                 .ipv4_a = "10.77.0.1/24",
+                 .ipv4_b = std::string(kPeerAddress) + "/24"}};
+  ScopedPinDirectory pins;
+  ScopedNetns inside{uplink_ns};
+};
+
+// Sends `frame` from the lab's peer end; an AF_XDP socket in slot 0 of
+// `program`'s xskmap (on queue 0 of the uplink end) must get it intact.
+// Its metadata goes to `metadata`.
+void ReceiveFromPeer(const AttachLab& lab, SteeringProgram& program, const Bytes& frame,
+                     xvio_metadata& metadata) {
+  RxSocket socket;
+  std::string error;
+  ASSERT_TRUE(socket.Create(lab.veth.options().name_a, &error)) << error;
+  ASSERT_TRUE(program.SetSocket(0, socket.fd()).ok());
+  ASSERT_TRUE(SendFromNamespace(lab.peer_ns, lab.veth.options().name_b, frame, &error)) << error;
+  Bytes received;
+  ASSERT_TRUE(socket.Receive(std::chrono::seconds(5), &metadata, &received))
+      << "no frame at the AF_XDP socket within 5 s";
+  EXPECT_EQ(received, frame) << DescribeBytesDifference(frame, received);
+}
+
 // Attaches the program (xdp or xdp.frags build) to a veth end, sends a frame
 // for a VM port from the peer namespace and checks what the AF_XDP socket gets.
 void AttachAndReceive(bool multi_buffer) {
-  NetNamespace uplink_ns, peer_ns;
-  VethPair veth(uplink_ns, peer_ns,
-                {.mac_a = "02:00:00:00:10:01",
-                 .mac_b = "02:00:00:00:10:02",
-                 .ipv4_a = "10.77.0.1/24",
-                 .ipv4_b = "10.77.0.2/24"});
-  ScopedPinDirectory pins;
-  ScopedNetns inside(uplink_ns);
-
-  auto opened = SteeringProgram::Open({.pin_directory = pins.path(), .multi_buffer = multi_buffer});
+  AttachLab lab;
+  auto opened =
+      SteeringProgram::Open({.pin_directory = lab.pins.path(), .multi_buffer = multi_buffer});
   ASSERT_TRUE(opened.ok()) << opened.status();
   SteeringProgram& program = **opened;
-  auto attached = program.Attach(veth.IfindexA(), /*allow_skb_fallback=*/false);
+  auto attached = program.Attach(lab.veth.IfindexA(), /*allow_skb_fallback=*/false);
   ASSERT_TRUE(attached.ok()) << attached.status();
   EXPECT_EQ(attached->mode, steering::XdpMode::kNative);
   std::printf("[attach] mode %s, libxdp %s\n", std::string(XdpModeName(attached->mode)).c_str(),
               attached->dispatcher ? "multi-program dispatcher" : "single-program (no dispatcher)");
 
-  RxSocket socket;
-  std::string error;
-  ASSERT_TRUE(socket.Create(veth.options().name_a, &error)) << error;
-  ASSERT_TRUE(program.SetSocket(0, socket.fd()).ok());
   const Mac vm_mac = MacFrom("02:00:00:00:00:01");
   ASSERT_TRUE(program.UpsertPort(vm_mac, 0, kPortId).ok());
-
-  const Ipv4Address source = Ipv4From("10.77.0.2"), destination = Ipv4From("10.77.0.50");
+  const Ipv4Address source = Ipv4From(kPeerAddress), destination = Ipv4From("10.77.0.50");
   const Bytes frame = PacketBuilder()
-                          .Ethernet(vm_mac, MacFrom("02:00:00:00:10:02"))
+                          .Ethernet(vm_mac, MacFrom(kPeerMac))
                           .Ipv4(source, destination)
                           .Udp(33333, 4789)
                           .Payload(64)
                           .Build();
-  ASSERT_TRUE(SendFromNamespace(peer_ns, veth.options().name_b, frame, &error)) << error;
-
   xvio_metadata metadata{};
-  Bytes received;
-  ASSERT_TRUE(socket.Receive(std::chrono::seconds(5), &metadata, &received))
-      << "no frame at the AF_XDP socket within 5 s";
-  EXPECT_EQ(received, frame) << DescribeBytesDifference(frame, received);
+  ASSERT_NO_FATAL_FAILURE(ReceiveFromPeer(lab, program, frame, metadata));
   EXPECT_EQ(metadata.magic_version, XVIO_METADATA_MAGIC_VERSION) << DescribeMetadata(metadata);
   EXPECT_EQ(metadata.port_id, kPortId);
   EXPECT_EQ(metadata.hash_type, XVIO_HASH_TYPE_UDPV4);
@@ -234,7 +254,7 @@ void AttachAndReceive(bool multi_buffer) {
   EXPECT_EQ(metadata.flags, XVIO_META_FLAG_IPV4 | XVIO_META_FLAG_L4);
 
   // Frames for the host (ARP, ICMP to 10.77.0.1's own MAC) keep flowing.
-  EXPECT_EQ(RunCommand(peer_ns.Exec("ping -c 2 -i 0.2 -W 2 10.77.0.1 >/dev/null")), 0)
+  EXPECT_EQ(RunCommand(lab.peer_ns.Exec("ping -c 2 -i 0.2 -W 2 10.77.0.1 >/dev/null")), 0)
       << "ping across the attached uplink failed";
   auto counters = program.ReadCounters();
   ASSERT_TRUE(counters.ok()) << counters.status();
@@ -450,20 +470,14 @@ std::vector<std::string> PinnedIndexEntries(const std::string& pin_directory) {
 // frames for a port the old agent set keep arriving; the next restart
 // adopts the new program as it is.
 TEST_F(SteeringAttachTest, ProgramWhosePinsPredateThePortIndexIsReplacedInPlace) {
-  NetNamespace uplink_ns, peer_ns;
-  VethPair veth(uplink_ns, peer_ns,
-                {.mac_a = "02:00:00:00:11:01",
-                 .mac_b = "02:00:00:00:11:02",
-                 .ipv4_a = "10.78.0.1/24",
-                 .ipv4_b = "10.78.0.2/24"});
-  ScopedPinDirectory pins;
-  ScopedNetns inside(uplink_ns);
+  AttachLab lab;
+  const int ifindex = lab.veth.IfindexA();
   const Mac vm_mac = MacFrom("02:00:00:00:00:09");
   std::uint32_t older_id = 0, xsks_id = 0, ports_id = 0, config_id = 0;
   {
-    auto older = SteeringProgram::Open({.pin_directory = pins.path()});
+    auto older = SteeringProgram::Open({.pin_directory = lab.pins.path()});
     ASSERT_TRUE(older.ok()) << older.status();
-    ASSERT_TRUE((*older)->Attach(veth.IfindexA(), /*allow_skb_fallback=*/false).ok());
+    ASSERT_TRUE((*older)->Attach(ifindex, /*allow_skb_fallback=*/false).ok());
     ASSERT_TRUE((*older)->UpsertPort(vm_mac, 0, kPortId).ok());
     ASSERT_TRUE((*older)->SetSymmetricHash(true).ok());
     older_id = (*older)->attached_program_id();
@@ -474,14 +488,14 @@ TEST_F(SteeringAttachTest, ProgramWhosePinsPredateThePortIndexIsReplacedInPlace)
   }
   // What an xvio from before the port index leaves behind: its program
   // attached and five pins (this program's own index is not pinned).
-  ASSERT_EQ(unlink((pins.path() + "/" XVIO_MAP_NAME_PORT_INDEX).c_str()), 0);
+  ASSERT_EQ(unlink((lab.pins.path() + "/" XVIO_MAP_NAME_PORT_INDEX).c_str()), 0);
   ASSERT_NE(older_id, 0u);
-  ASSERT_EQ(NativeProgramId(veth.IfindexA()), older_id);
+  ASSERT_EQ(NativeProgramId(ifindex), older_id);
 
-  auto upgraded = SteeringProgram::Open({.pin_directory = pins.path()});
+  auto upgraded = SteeringProgram::Open({.pin_directory = lab.pins.path()});
   ASSERT_TRUE(upgraded.ok()) << upgraded.status();
   EXPECT_EQ((*upgraded)->adopted_maps().size(), 5u);
-  auto adopted = (*upgraded)->AdoptAttached(veth.IfindexA());
+  auto adopted = (*upgraded)->AdoptAttached(ifindex);
   ASSERT_TRUE(adopted.ok()) << adopted.status();
   ASSERT_TRUE(adopted->has_value()) << "the running program of the five pinned maps was not taken "
                                        "over (the next Attach would find the interface busy)";
@@ -489,49 +503,41 @@ TEST_F(SteeringAttachTest, ProgramWhosePinsPredateThePortIndexIsReplacedInPlace)
   EXPECT_EQ((*adopted)->mode, steering::XdpMode::kNative);
   const std::uint32_t new_id = (*upgraded)->attached_program_id();
   EXPECT_NE(new_id, older_id);
-  EXPECT_EQ(NativeProgramId(veth.IfindexA()), new_id) << "the kernel runs another program";
+  EXPECT_EQ(NativeProgramId(ifindex), new_id) << "the kernel runs another program";
   EXPECT_EQ((*upgraded)->xsks_map_id(), xsks_id) << "the xskmap was not adopted";
   EXPECT_EQ(MapId((*upgraded)->ports_map_fd()), ports_id) << "the port map was not adopted";
   EXPECT_EQ(MapId((*upgraded)->config_map_fd()), config_id) << "the config map was not adopted";
   auto config = (*upgraded)->ReadConfig();
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_TRUE(config->flags & XVIO_CONFIG_FLAG_SYMMETRIC_HASH) << "config was reset, not adopted";
-  EXPECT_EQ(PinnedIndexEntries(pins.path()),
+  EXPECT_EQ(PinnedIndexEntries(lab.pins.path()),
             std::vector<std::string>{std::to_string(kPortId) + "/0"})
       << "the new index is not pinned, or not filled from the port map";
 
   // The attached program steers the old agent's port into a new socket.
-  RxSocket socket;
-  std::string error;
-  ASSERT_TRUE(socket.Create(veth.options().name_a, &error)) << error;
-  ASSERT_TRUE((*upgraded)->SetSocket(0, socket.fd()).ok());
   const Bytes frame = PacketBuilder()
-                          .Ethernet(vm_mac, MacFrom("02:00:00:00:11:02"))
-                          .Ipv4(Ipv4From("10.78.0.2"), Ipv4From("10.78.0.50"))
+                          .Ethernet(vm_mac, MacFrom(kPeerMac))
+                          .Ipv4(Ipv4From(kPeerAddress), Ipv4From("10.77.0.50"))
                           .Udp(33333, 4789)
                           .Payload(32)
                           .Build();
-  ASSERT_TRUE(SendFromNamespace(peer_ns, veth.options().name_b, frame, &error)) << error;
   xvio_metadata metadata{};
-  Bytes received;
-  ASSERT_TRUE(socket.Receive(std::chrono::seconds(5), &metadata, &received))
-      << "no frame at the AF_XDP socket within 5 s";
-  EXPECT_EQ(received, frame) << DescribeBytesDifference(frame, received);
+  ASSERT_NO_FATAL_FAILURE(ReceiveFromPeer(lab, **upgraded, frame, metadata));
   EXPECT_EQ(metadata.port_id, kPortId);
   (*upgraded)->LeaveAttached();
   upgraded->reset();
 
   // The next agent finds six pins and adopts the program as it is.
-  auto next = SteeringProgram::Open({.pin_directory = pins.path()});
+  auto next = SteeringProgram::Open({.pin_directory = lab.pins.path()});
   ASSERT_TRUE(next.ok()) << next.status();
   EXPECT_EQ((*next)->adopted_maps().size(), 6u);
-  auto again = (*next)->AdoptAttached(veth.IfindexA());
+  auto again = (*next)->AdoptAttached(ifindex);
   ASSERT_TRUE(again.ok()) << again.status();
   ASSERT_TRUE(again->has_value());
   EXPECT_EQ((*again)->replaced_program_id, 0u);
   EXPECT_EQ((*next)->attached_program_id(), new_id);
   EXPECT_TRUE((*next)->Detach().ok());
-  EXPECT_EQ(NativeProgramId(veth.IfindexA()), 0u) << "Detach left a program attached";
+  EXPECT_EQ(NativeProgramId(ifindex), 0u) << "Detach left a program attached";
 }
 
 TEST_F(SteeringAttachTest, IncompatiblePinnedMapIsRefusedWithAdvice) {

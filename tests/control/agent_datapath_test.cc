@@ -4,9 +4,6 @@
 // xvioctl created. Frames go lab host -> VM -> lab host with exact counts,
 // and xvioctl stats and /metrics report the same counters.
 #include <arpa/inet.h>
-#include <linux/if_packet.h>
-#include <net/if.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <array>
@@ -22,8 +19,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/control/agent_lab.h"
-#include "tests/control/agent_lab_test.h"
-#include "tests/support/lab_frames.h"
+#include "tests/control/agent_vm_test.h"
 #include "tests/vhost/process_harness.h"
 
 #ifndef XVIOCTL_BINARY
@@ -35,31 +31,13 @@
 #define XVIO_BENCH_FRONTEND_BINARY ""
 #endif
 
-namespace xvio::control {
+namespace xvio::testing {
 namespace {
 
 using ::testing::Contains;
 using ::testing::HasSubstr;
-using xvio::testing::AgentLab;
-using xvio::testing::BackgroundProcess;
-using xvio::testing::PacedSender;
-using xvio::testing::ProcessResult;
-using xvio::testing::TestpmdOptions;
-using xvio::testing::TestpmdProcess;
-using xvio::testing::WaitFor;
 
-constexpr char kVmMac[] = "02:00:00:00:00:10";
-constexpr std::array<uint8_t, 6> kVmMacBytes = {0x02, 0, 0, 0, 0, 0x10};
-constexpr std::array<uint8_t, 6> kHostMacBytes = {0x02, 0, 0, 0, 0x99, 0x01};
-
-// Ethernet/IPv4/UDP from the lab host to the VM (10.99.0.1 -> 10.99.0.50).
-// After the VM's macswap it comes back addressed to the lab host's MAC but
-// not its IP, so the host stack drops it silently.
-std::vector<uint8_t> FrameToVm(uint16_t source_port) {
-  return xvio::testing::LabUdpFrame(kVmMacBytes, kHostMacBytes, source_port);
-}
-
-class AgentDatapathTest : public xvio::testing::AgentLabTest {
+class AgentDatapathTest : public AgentVmTest {
  protected:
   // A testpmd "VM" (macswap) on `socket`; with `owns_socket` it listens
   // there (virtio_user server=1) for a client-mode port to connect.
@@ -80,9 +58,7 @@ class AgentDatapathTest : public xvio::testing::AgentLabTest {
         Xvioctl({"port", "create", "vm0", "--socket", "vm0.sock", "--uplink", uplink});
     ASSERT_EQ(created.exit_code, 0) << created.err;
     vm = StartVm((lab_->dir() / "run/vm0.sock").string());
-    ASSERT_TRUE(WaitFor([&] {
-      return XvioctlJson({"port", "get", "vm0"})["status"].value("active_queue_pairs", 0) == 1;
-    }));
+    ASSERT_TRUE(AwaitPort("vm0"));
     vm->Command("set fwd txonly");
     vm->Command(std::string("set eth-peer 0 ") + AgentLab::kHostMac);
     vm->Command("start");
@@ -105,38 +81,28 @@ class AgentDatapathTest : public xvio::testing::AgentLabTest {
   // once the previous burst came back (rings are finite; this checks that
   // every frame arrives, not loss under overload).
   void SendToVmAndAwaitEchoes(uint32_t count) const {
-    xvio::testing::ScopedNetns inside(lab_->host_ns());
-    const int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
-    ASSERT_GE(fd, 0) << "AF_PACKET socket: " << std::strerror(errno);
-    sockaddr_ll address{};
-    address.sll_family = AF_PACKET;
-    address.sll_ifindex = static_cast<int>(if_nametoindex("peer0"));
-    address.sll_halen = 6;
-    std::copy(kVmMacBytes.begin(), kVmMacBytes.end(), address.sll_addr);
+    const LabHostSender sender(*lab_);
     const uint64_t base = lab_->HostReceivedFrames();
     constexpr uint32_t kBurstFrames = 64;
     for (uint32_t sent = 0; sent < count;) {
       const uint32_t burst = std::min(kBurstFrames, count - sent);
       for (uint32_t i = 0; i < burst; ++i, ++sent) {
-        const auto frame = FrameToVm(static_cast<uint16_t>(10000 + sent % 1000));
-        ASSERT_EQ(sendto(fd, frame.data(), frame.size(), 0, reinterpret_cast<sockaddr*>(&address),
-                         sizeof(address)),
-                  static_cast<ssize_t>(frame.size()))
+        ASSERT_TRUE(sender.Send(FrameToVm(static_cast<uint16_t>(10000 + sent % 1000))))
             << "sendto: " << std::strerror(errno);
       }
       ASSERT_TRUE(WaitFor([&] { return lab_->HostReceivedFrames() >= base + sent; }))
           << "only " << lab_->HostReceivedFrames() - base << " of " << sent << " frames came back";
     }
-    close(fd);
+  }
+
+  // `vm` forwards while the lab host sends it `count` frames and awaits
+  // their echoes (SendToVmAndAwaitEchoes).
+  void EchoThroughVm(TestpmdProcess& vm, uint32_t count) const {
+    vm.Command("start");
+    SendToVmAndAwaitEchoes(count);
+    vm.Command("stop");
   }
 };
-
-// A counter of a traffic block in proto3 JSON (uint64 is a string, absent = 0).
-uint64_t Counter(const nlohmann::json& counters, const std::string& name) {
-  if (!counters.contains(name))
-    return 0;
-  return std::stoull(counters[name].get<std::string>());
-}
 
 TEST_F(AgentDatapathTest, PortCreatedWithXvioctlRelaysFramesBothWaysWithExactCounts) {
   agent_ = lab_->NewAgent({"--on-exit", "detach"});
@@ -156,10 +122,7 @@ TEST_F(AgentDatapathTest, PortCreatedWithXvioctlRelaysFramesBothWaysWithExactCou
 
   auto vm = StartVm(socket);
   nlohmann::json port;
-  ASSERT_TRUE(WaitFor([&] {
-    port = XvioctlJson({"port", "get", "vm0"});
-    return port["status"].value("active_queue_pairs", 0) == 1;
-  })) << port.dump(2);
+  ASSERT_TRUE(AwaitPort("vm0", port));
   EXPECT_EQ(port["status"]["frontend_connected"], true);
   EXPECT_EQ(port["status"]["datapath"]["state"], "DATAPATH_STATE_READY");
   EXPECT_THAT(port["status"]["negotiated_features"], Contains("VERSION_1"));
@@ -237,10 +200,9 @@ TEST_F(AgentDatapathTest, MissingInterfaceIsRetriedUntilItAppears) {
   EXPECT_THAT(port["status"]["datapath"]["message"].get<std::string>(),
               HasSubstr("waiting for uplink late"));
 
-  xvio::testing::RunCommandOrThrow(
-      lab_->agent_ns().Exec("ip link add late0 type veth peer name late1"));
-  xvio::testing::RunCommandOrThrow(lab_->agent_ns().Exec("ip link set late0 up"));
-  xvio::testing::RunCommandOrThrow(lab_->agent_ns().Exec("ip link set late1 up"));
+  RunCommandOrThrow(lab_->agent_ns().Exec("ip link add late0 type veth peer name late1"));
+  RunCommandOrThrow(lab_->agent_ns().Exec("ip link set late0 up"));
+  RunCommandOrThrow(lab_->agent_ns().Exec("ip link set late1 up"));
   EXPECT_TRUE(WaitFor([&] {
     uplink = XvioctlJson({"uplink", "get", "late"});
     return uplink["status"]["datapath"]["state"] == "DATAPATH_STATE_READY";
@@ -249,14 +211,13 @@ TEST_F(AgentDatapathTest, MissingInterfaceIsRetriedUntilItAppears) {
   EXPECT_EQ(port["status"]["datapath"]["state"], "DATAPATH_STATE_READY") << port.dump(2);
 
   // The interface goes away: the uplink waits for it again, then re-attaches.
-  xvio::testing::RunCommandOrThrow(lab_->agent_ns().Exec("ip link del late0"));
+  RunCommandOrThrow(lab_->agent_ns().Exec("ip link del late0"));
   EXPECT_TRUE(WaitFor([&] {
     uplink = XvioctlJson({"uplink", "get", "late"});
     return uplink["status"]["datapath"]["state"] == "DATAPATH_STATE_PENDING";
   })) << uplink.dump(2);
-  xvio::testing::RunCommandOrThrow(
-      lab_->agent_ns().Exec("ip link add late0 type veth peer name late1"));
-  xvio::testing::RunCommandOrThrow(lab_->agent_ns().Exec("ip link set late0 up"));
+  RunCommandOrThrow(lab_->agent_ns().Exec("ip link add late0 type veth peer name late1"));
+  RunCommandOrThrow(lab_->agent_ns().Exec("ip link set late0 up"));
   EXPECT_TRUE(WaitFor([&] {
     uplink = XvioctlJson({"uplink", "get", "late"});
     return uplink["status"]["datapath"]["state"] == "DATAPATH_STATE_READY";
@@ -288,9 +249,7 @@ TEST_F(AgentDatapathTest, PortWithoutMacLearnsItsAddressFromTransmits) {
 
   // Learned, so steered: the lab host's frames to it reach the VM.
   vm->Command("set fwd macswap");
-  vm->Command("start");
-  SendToVmAndAwaitEchoes(64);
-  vm->Command("stop");
+  EchoThroughVm(*vm, 64);
 }
 
 // A client-mode port: the front-end owns the socket (virtio_user server=1)
@@ -299,14 +258,9 @@ TEST_F(AgentDatapathTest, ClientModePortConnectsToTheFrontEndsSocket) {
   std::unique_ptr<TestpmdProcess> vm;
   ASSERT_NO_FATAL_FAILURE(StartClientModeVm(vm));
   nlohmann::json port;
-  ASSERT_TRUE(WaitFor([&] {
-    port = XvioctlJson({"port", "get", "vm0"});
-    return port["status"].value("active_queue_pairs", 0) == 1;
-  })) << port.dump(2);
+  ASSERT_TRUE(AwaitPort("vm0", port));
   EXPECT_EQ(port["spec"]["vhost_user"]["mode"], "VHOST_USER_MODE_CLIENT");
-  vm->Command("start");
-  SendToVmAndAwaitEchoes(256);
-  vm->Command("stop");
+  EchoThroughVm(*vm, 256);
 }
 
 // Issue 5's restart: after kill -9 the agent restores its ports from the
@@ -317,14 +271,7 @@ TEST_F(AgentDatapathTest, FrontEndReconnectsAfterTheAgentIsKilledAndRestarted) {
   std::unique_ptr<TestpmdProcess> vm;
   ASSERT_NO_FATAL_FAILURE(StartClientModeVm(vm));
   const auto await_connected_port = [&] {
-    nlohmann::json port;
-    EXPECT_TRUE(WaitFor([&] {
-      port = XvioctlJson({"port", "get", "vm0"});
-      return port["status"]["datapath"]["state"] == "DATAPATH_STATE_READY" &&
-             port["status"].value("frontend_connected", false) &&
-             port["status"].value("active_queue_pairs", 0) == 1;
-    })) << port.dump(2)
-        << vm->Command("show port info 0") << agent_->Log();
+    EXPECT_TRUE(AwaitPort("vm0", PortServed)) << vm->Command("show port info 0") << agent_->Log();
   };
   await_connected_port();
   vm->Command("start");
@@ -406,8 +353,8 @@ TEST_F(AgentDatapathTest, UplinkUpdateRecreatesTheRelayAndPortsStayServed) {
   EXPECT_EQ(port["status"]["datapath"]["state"], "DATAPATH_STATE_READY") << port.dump(2);
   // The static entry is in the recreated relay: XDP steers its MAC in VLAN
   // 100, so the pinned port map holds it next to the port's own address.
-  ProcessResult dump = xvio::testing::RunProcess(
-      {"bpftool", "-j", "map", "dump", "pinned", lab_->pin_dir() + "/up0/xvio_ports"});
+  ProcessResult dump =
+      RunProcess({"bpftool", "-j", "map", "dump", "pinned", lab_->pin_dir() + "/up0/xvio_ports"});
   ASSERT_EQ(dump.exit_code, 0) << dump.err;
   const nlohmann::json entries = nlohmann::json::parse(dump.out, nullptr, false);
   ASSERT_TRUE(entries.is_array()) << dump.out;
@@ -534,10 +481,7 @@ TEST_F(AgentDatapathTest, HashReportAndChecksumPolicyReachTheGuestThroughTheAgen
                         "--guest-features", "csum,hash-report", "--header-log", header_log},
                        (lab_->dir() / "frontend.log").string());
   nlohmann::json port;
-  ASSERT_TRUE(WaitFor([&] {
-    port = XvioctlJson({"port", "get", "vm0"});
-    return port["status"].value("active_queue_pairs", 0) == 1;
-  })) << port.dump(2);
+  ASSERT_TRUE(AwaitPort("vm0", port));
   EXPECT_THAT(port["status"]["negotiated_features"], Contains("HASH_REPORT"));
   EXPECT_THAT(port["status"]["negotiated_features"], Contains("GUEST_CSUM"));
 
@@ -546,23 +490,7 @@ TEST_F(AgentDatapathTest, HashReportAndChecksumPolicyReachTheGuestThroughTheAgen
       steering::kMicrosoftRssKey,
       steering::ToeplitzInputIpv4(0x0a630001, 0x0a630032, 4242, 4789));  // 10.99.0.1 -> .50
   const auto send = [&](int good, int bad) {
-    const int fd = lab_->OpenHostPacketSocket();
-    sockaddr_ll address{};
-    address.sll_family = AF_PACKET;
-    {
-      xvio::testing::ScopedNetns inside(lab_->host_ns());
-      address.sll_ifindex = static_cast<int>(if_nametoindex("peer0"));
-    }
-    address.sll_halen = 6;
-    for (int i = 0; i < good + bad; ++i) {
-      auto frame = FrameToVm(4242);
-      if (i >= good)
-        frame.back() ^= 0x01;
-      EXPECT_EQ(sendto(fd, frame.data(), frame.size(), 0, reinterpret_cast<sockaddr*>(&address),
-                       sizeof(address)),
-                static_cast<ssize_t>(frame.size()));
-    }
-    close(fd);
+    SendGoodAndCorruptedFramesToVm(*lab_, good, bad, [](int) { return uint16_t{4242}; });
   };
   const auto header_lines = [&] {
     std::vector<std::string> lines;
@@ -584,11 +512,9 @@ TEST_F(AgentDatapathTest, HashReportAndChecksumPolicyReachTheGuestThroughTheAgen
   // The policy from the API: a new relay that leaves checking to the guest.
   uplink = XvioctlJson({"uplink", "update", "up0", "--rx-checksum", "guest-verifies"});
   ASSERT_EQ(uplink["status"]["datapath"]["state"], "DATAPATH_STATE_READY") << uplink.dump(2);
-  ASSERT_TRUE(WaitFor([&] {
-    port = XvioctlJson({"port", "get", "vm0"});
-    return port["status"]["datapath"]["state"] == "DATAPATH_STATE_READY" &&
-           port["status"].value("active_queue_pairs", 0) == 1;
-  })) << port.dump(2);
+  ASSERT_TRUE(AwaitPort("vm0", [](const nlohmann::json& status) {
+    return status["datapath"]["state"] == "DATAPATH_STATE_READY" && QueuePairRunning(status);
+  }));
   send(2, 0);
   ASSERT_TRUE(WaitFor([&] { return (lines = header_lines()).size() >= 6; })) << lines.size();
   EXPECT_EQ(lines.size(), 6u);
@@ -611,14 +537,7 @@ TEST_F(AgentDatapathTest, VmThatReconnectsMidTrafficLosesNothingSilently) {
   ASSERT_EQ(created.exit_code, 0) << created.err;
   const std::string socket = (lab_->dir() / "run/vm0.sock").string();
   const auto await_ready = [&](uint64_t connections) {
-    nlohmann::json port;
-    EXPECT_TRUE(WaitFor([&] {
-      port = XvioctlJson({"port", "get", "vm0"});
-      return port["status"].value("frontend_connected", false) &&
-             port["status"].value("active_queue_pairs", 0) == 1 &&
-             port["status"]["datapath"]["state"] == "DATAPATH_STATE_READY";
-    })) << port.dump(2)
-        << " (connection " << connections << ")";
+    EXPECT_TRUE(AwaitPort("vm0", PortServed)) << " (connection " << connections << ")";
   };
   auto vm = StartVm(socket);
   await_ready(1);
@@ -750,11 +669,8 @@ TEST_F(AgentDatapathTest, SixtyFourPortsConnectAtOnceAndEachGetsItsOwnFrames) {
   const auto ready_ports = [&] {
     int ready = 0;
     if (list.contains("ports")) {
-      for (const auto& port : list["ports"]) {
-        ready += port["status"]["datapath"]["state"] == "DATAPATH_STATE_READY" &&
-                 port["status"].value("frontend_connected", false) &&
-                 port["status"].value("active_queue_pairs", 0) == 1;
-      }
+      for (const auto& port : list["ports"])
+        ready += PortServed(port["status"]);
     }
     return ready;
   };
@@ -769,32 +685,21 @@ TEST_F(AgentDatapathTest, SixtyFourPortsConnectAtOnceAndEachGetsItsOwnFrames) {
   ASSERT_TRUE(vms.Running());
 
   // Frames to each MAC, in rounds so no port gets two in a row.
-  const int fd = lab_->OpenHostPacketSocket();
-  sockaddr_ll address{};
-  address.sll_family = AF_PACKET;
-  {
-    xvio::testing::ScopedNetns inside(lab_->host_ns());
-    address.sll_ifindex = static_cast<int>(if_nametoindex("peer0"));
-  }
-  address.sll_halen = 6;
+  const LabHostSender sender(*lab_);
   uint64_t total = 0;
   for (int round = 0; round < 3; ++round) {
     for (int i = 0; i < kPorts; ++i) {
       if (round >= 1 + i % 3)
         continue;
-      const auto frame =
-          xvio::testing::LabUdpFrame(mac_of(i), kHostMacBytes, static_cast<uint16_t>(1000 + i));
-      ASSERT_EQ(sendto(fd, frame.data(), frame.size(), 0, reinterpret_cast<sockaddr*>(&address),
-                       sizeof(address)),
-                static_cast<ssize_t>(frame.size()))
+      ASSERT_TRUE(
+          sender.Send(LabUdpFrame(mac_of(i), kHostMacBytes, static_cast<uint16_t>(1000 + i))))
           << "sendto: " << std::strerror(errno);
       ++total;
     }
   }
-  close(fd);
   const std::string stats_path = (lab_->dir() / "frontend.stats").string();
   const auto received = [&](int i) {
-    const auto stats = xvio::testing::ReadKeyValueFile(stats_path);
+    const auto stats = ReadKeyValueFile(stats_path);
     const auto it = stats.find("port" + std::to_string(i) + ".rx_frames");
     return it == stats.end() ? uint64_t{0} : std::stoull(it->second);
   };
@@ -804,7 +709,7 @@ TEST_F(AgentDatapathTest, SixtyFourPortsConnectAtOnceAndEachGetsItsOwnFrames) {
       sum += received(i);
     return sum >= total;
   })) << "front-ends: "
-      << xvio::testing::ReadKeyValueFile(stats_path).size() << " stats";
+      << ReadKeyValueFile(stats_path).size() << " stats";
   const nlohmann::json stats = XvioctlJson({"stats"});
   ASSERT_EQ(stats["ports"].size(), static_cast<size_t>(kPorts));
   for (int i = 0; i < kPorts; ++i) {
@@ -820,4 +725,4 @@ TEST_F(AgentDatapathTest, SixtyFourPortsConnectAtOnceAndEachGetsItsOwnFrames) {
 }
 
 }  // namespace
-}  // namespace xvio::control
+}  // namespace xvio::testing

@@ -3,11 +3,6 @@
 // lab host sends (good and corrupted) in `xvioctl stats -o json` and
 // /metrics; a live policy change with traffic running (no frame lost, the
 // same XDP program); failed attaches retried with a growing wait.
-#include <linux/if_packet.h>
-#include <net/if.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <array>
 #include <chrono>
 #include <cstdlib>
@@ -19,34 +14,19 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/control/agent_lab.h"
-#include "tests/control/agent_lab_test.h"
-#include "tests/support/lab_frames.h"
+#include "tests/control/agent_vm_test.h"
 #include "tests/vhost/process_harness.h"
 
 #ifndef XVIOCTL_BINARY
 #error "XVIOCTL_BINARY must name the xvioctl executable"
 #endif
 
-namespace xvio::control {
+namespace xvio::testing {
 namespace {
 
 using ::testing::HasSubstr;
-using xvio::testing::PacedSender;
-using xvio::testing::ProcessResult;
-using xvio::testing::TestpmdOptions;
-using xvio::testing::TestpmdProcess;
-using xvio::testing::WaitFor;
 
-constexpr char kVmMac[] = "02:00:00:00:00:10";
-constexpr std::array<uint8_t, 6> kVmMacBytes = {0x02, 0, 0, 0, 0, 0x10};
-constexpr std::array<uint8_t, 6> kHostMacBytes = {0x02, 0, 0, 0, 0x99, 0x01};
-
-// A counter in proto3 JSON (uint64 is a string, absent = 0).
-uint64_t Counter(const nlohmann::json& block, const std::string& name) {
-  return block.contains(name) ? std::stoull(block[name].get<std::string>()) : 0;
-}
-
-class AgentUplinkTest : public xvio::testing::AgentLabTest {
+class AgentUplinkTest : public AgentVmTest {
  protected:
   // A macswap VM whose virtio PMD negotiates GUEST_CSUM (rx offloads
   // UDP_CKSUM | TCP_CKSUM), so the relay verifies uplink checksums for it.
@@ -62,10 +42,7 @@ class AgentUplinkTest : public xvio::testing::AgentLabTest {
     options.extra_app_args = "--rx-offloads=0xc";
     vm_ = std::make_unique<TestpmdProcess>(options);
     nlohmann::json port;
-    ASSERT_TRUE(WaitFor([&] {
-      port = XvioctlJson({"port", "get", "vm0"});
-      return port["status"].value("active_queue_pairs", 0) == 1;
-    })) << port.dump(2);
+    ASSERT_TRUE(AwaitPort("vm0", port));
     ASSERT_THAT(port["status"]["negotiated_features"], ::testing::Contains("GUEST_CSUM"));
     vm_->Command("start");
   }
@@ -73,25 +50,9 @@ class AgentUplinkTest : public xvio::testing::AgentLabTest {
   // Sends `good` frames with correct UDP checksums, then `bad` with a
   // corrupted payload byte, and waits for every echo at the lab host.
   void SendAndAwaitEchoes(int good, int bad) const {
-    const int fd = lab_->OpenHostPacketSocket();
-    sockaddr_ll address{};
-    address.sll_family = AF_PACKET;
-    {
-      xvio::testing::ScopedNetns inside(lab_->host_ns());
-      address.sll_ifindex = static_cast<int>(if_nametoindex("peer0"));
-    }
-    address.sll_halen = 6;
     const uint64_t base = lab_->HostReceivedFrames();
-    for (int i = 0; i < good + bad; ++i) {
-      auto frame =
-          xvio::testing::LabUdpFrame(kVmMacBytes, kHostMacBytes, static_cast<uint16_t>(20000 + i));
-      if (i >= good)
-        frame.back() ^= 0x01;
-      EXPECT_EQ(sendto(fd, frame.data(), frame.size(), 0, reinterpret_cast<sockaddr*>(&address),
-                       sizeof(address)),
-                static_cast<ssize_t>(frame.size()));
-    }
-    close(fd);
+    SendGoodAndCorruptedFramesToVm(*lab_, good, bad,
+                                   [](int i) { return static_cast<uint16_t>(20000 + i); });
     const uint64_t wanted = base + static_cast<uint64_t>(good + bad);
     EXPECT_TRUE(WaitFor([&] { return lab_->HostReceivedFrames() >= wanted; }))
         << "only " << lab_->HostReceivedFrames() - base << " of " << good + bad << " came back";
@@ -257,4 +218,4 @@ TEST_F(AgentUplinkTest, FailedAttachIsRetriedWithAGrowingWait) {
 }
 
 }  // namespace
-}  // namespace xvio::control
+}  // namespace xvio::testing

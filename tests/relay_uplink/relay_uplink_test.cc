@@ -24,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "agent/relay/uplink_relay.h"
@@ -49,6 +50,40 @@ std::vector<uint8_t> FrameToVm(uint16_t source_port) {
   return LabUdpFrame(kVmMacBytes, kHostMacBytes, source_port);
 }
 
+// A non-blocking AF_PACKET socket in `ns` that receives every frame on
+// `interface` (in any direction), with room for `buffer_bytes` of them
+// (tests read what arrived afterwards) and, with `auxdata`, the packet
+// auxdata (a VLAN tag the kernel took out of the frame); -1 on failure,
+// errno saying why.
+int OpenPacketReceiver(const NetNamespace& ns, const std::string& interface, int buffer_bytes,
+                       bool auxdata = false) {
+  ScopedNetns inside(ns);
+  const int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(ETH_P_ALL));
+  if (fd < 0)
+    return -1;
+  (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &buffer_bytes, sizeof(buffer_bytes));
+  const int on = 1;
+  sockaddr_ll address{};
+  address.sll_family = AF_PACKET;
+  address.sll_protocol = htons(ETH_P_ALL);
+  address.sll_ifindex = static_cast<int>(if_nametoindex(interface.c_str()));
+  if ((auxdata && setsockopt(fd, SOL_PACKET, PACKET_AUXDATA, &on, sizeof(on)) != 0) ||
+      bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    const int error = errno;
+    close(fd);
+    errno = error;
+    return -1;
+  }
+  return fd;
+}
+
+// `value()` once it reached `expected`, or after `timeout` whatever it is.
+uint64_t SettledValue(const std::function<uint64_t()>& value, uint64_t expected,
+                      std::chrono::milliseconds timeout = seconds(10)) {
+  WaitUntil([&] { return value() >= expected; }, timeout);
+  return value();
+}
+
 class RelayUplinkTest : public RelayLabTest {
  protected:
   void SetUp() override { SetUpLab(); }
@@ -56,6 +91,57 @@ class RelayUplinkTest : public RelayLabTest {
   // Frames the uplink's own host stack received on uplink0.
   uint64_t UplinkHostStackFrames() const {
     return InterfaceCounter(uplink_ns_, "uplink0", "rx_packets");
+  }
+
+  // The vhost-user socket of relay port `port` in the test's directory.
+  std::string SocketOf(const std::string& port) const {
+    return directory_.path() + "/" + port + ".sock";
+  }
+  // The relay's port argument for vm0 (kVmMac).
+  std::vector<std::string> OneVmPort() const { return {"vm0=" + SocketOf("vm0") + "," + kVmMac}; }
+  // A testpmd VM (kVmMac) in forward mode `mode` on `relay`'s port vm0, once
+  // the relay has its rings running.
+  std::unique_ptr<TestpmdProcess> StartVm0(const RelayProcess& relay,
+                                           const std::string& mode) const {
+    auto vm = StartVm({.socket = SocketOf("vm0"), .mac = kVmMac, .mode = mode});
+    WaitPortReady(relay, "vm0");
+    return vm;
+  }
+  // The relay's port arguments for vm0 (kVmMac) and vm1 (kVm2Mac).
+  std::vector<std::string> TwoVmPorts() const {
+    return {"vm0=" + SocketOf("vm0") + "," + kVmMac, "vm1=" + SocketOf("vm1") + "," + kVm2Mac};
+  }
+  // testpmd VMs on `relay`'s ports vm0 and vm1 (TwoVmPorts) in forward modes
+  // `mode0` and `mode1`, once the relay has both ports' rings running. vm1
+  // (log vm1.log) starts first, so a receiving vm1 is up before vm0 sends.
+  // Callers take the pair apart with std::tie, not a structured binding:
+  // clang 14 (clang-tidy's) cannot capture those in lambdas.
+  std::pair<std::unique_ptr<TestpmdProcess>, std::unique_ptr<TestpmdProcess>> StartTwoVms(
+      const RelayProcess& relay, const std::string& mode0, const std::string& mode1) const {
+    auto vm1 =
+        StartVm({.socket = SocketOf("vm1"), .mac = kVm2Mac, .mode = mode1, .log = "vm1.log"});
+    auto vm0 = StartVm({.socket = SocketOf("vm0"), .mac = kVmMac, .mode = mode0});
+    WaitPortReady(relay, "vm0");
+    WaitPortReady(relay, "vm1");
+    return {std::move(vm0), std::move(vm1)};
+  }
+
+  // The relay as a library on uplink0 (created in the uplink's namespace,
+  // its worker started from the test's); nullptr, with a failure, when it
+  // cannot be created.
+  std::unique_ptr<relay::UplinkRelay> StartLibraryRelay() const {
+    std::unique_ptr<relay::UplinkRelay> relay;
+    {
+      ScopedNetns inside(uplink_ns_);
+      auto created = relay::UplinkRelay::Create({.interface_name = "uplink0"});
+      if (!created.ok()) {
+        ADD_FAILURE() << created.status();
+        return nullptr;
+      }
+      relay = std::move(*created);
+    }
+    relay->Start();
+    return relay;
   }
 
   // Sends `count` frames to the VM from the lab host (SendFromLabHost's
@@ -75,20 +161,12 @@ class RelayUplinkTest : public RelayLabTest {
 
 // Lab host -> relay -> VM: every frame sent to the VM's MAC reaches testpmd.
 TEST_F(RelayUplinkTest, UplinkFramesReachTheVmExactly) {
-  const std::string socket = directory_.path() + "/vm0.sock";
-  RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket + "," + kVmMac});
-  auto vm = StartVm({.socket = socket, .mac = kVmMac, .mode = "rxonly"});
-  WaitPortReady(relay, "vm0");
+  RelayProcess relay(uplink_ns_, directory_.path(), OneVmPort());
+  auto vm = StartVm0(relay, "rxonly");
   vm->Command("start");
   constexpr uint32_t kFrames = 1000;
   SendToVm([&vm] { return vm->PortStats().rx_packets; }, kFrames);
-  uint64_t received = 0;
-  EXPECT_TRUE(WaitUntil(
-      [&] {
-        received = vm->PortStats().rx_packets;
-        return received >= kFrames;
-      },
-      seconds(10)));
+  EXPECT_TRUE(WaitUntil([&vm] { return vm->PortStats().rx_packets >= kFrames; }, seconds(10)));
   vm->Command("stop");
   EXPECT_EQ(vm->PortStats().rx_packets, kFrames) << "testpmd received a different count";
   EXPECT_EQ(relay.SettledCounter("port.vm0.from_uplink", kFrames), kFrames);
@@ -98,10 +176,8 @@ TEST_F(RelayUplinkTest, UplinkFramesReachTheVmExactly) {
 // VM -> relay -> lab host: testpmd txonly to the host's MAC; every frame
 // testpmd transmitted arrives at peer0, and nothing is dropped on the way.
 TEST_F(RelayUplinkTest, VmFramesReachTheLabHostExactly) {
-  const std::string socket = directory_.path() + "/vm0.sock";
-  RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket + "," + kVmMac});
-  auto vm = StartVm({.socket = socket, .mac = kVmMac, .mode = "txonly"});
-  WaitPortReady(relay, "vm0");
+  RelayProcess relay(uplink_ns_, directory_.path(), OneVmPort());
+  auto vm = StartVm0(relay, "txonly");
   vm->Command(std::string("set eth-peer 0 ") + kHostMac);
   const uint64_t host_base = HostReceivedFrames();
   vm->Command("start");
@@ -112,13 +188,7 @@ TEST_F(RelayUplinkTest, VmFramesReachTheLabHostExactly) {
   const uint64_t sent = vm->PortStats().tx_packets;
   ASSERT_TRUE(WaitUntil([&] { return relay.Counter("uplink.tx_frames") >= sent; }, seconds(10)))
       << "relay transmitted " << relay.Counter("uplink.tx_frames") << " of " << sent;
-  uint64_t arrived = 0;
-  EXPECT_TRUE(WaitUntil(
-      [&] {
-        arrived = HostReceivedFrames() - host_base;
-        return arrived >= sent;
-      },
-      seconds(10)));
+  const uint64_t arrived = SettledValue([&] { return HostReceivedFrames() - host_base; }, sent);
   EXPECT_EQ(arrived, sent) << "frames lost between the VM and the lab host";
   EXPECT_EQ(relay.SettledCounter("uplink.tx_frames", sent), sent);
   EXPECT_EQ(relay.SettledCounter("port.vm0.to_uplink", sent), sent);
@@ -131,21 +201,13 @@ TEST_F(RelayUplinkTest, VmFramesReachTheLabHostExactly) {
 
 // Lab host -> VM (macswap) -> lab host: each frame comes back exactly once.
 TEST_F(RelayUplinkTest, MacswapLoopReturnsEveryFrame) {
-  const std::string socket = directory_.path() + "/vm0.sock";
-  RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket + "," + kVmMac});
-  auto vm = StartVm({.socket = socket, .mac = kVmMac, .mode = "macswap"});
-  WaitPortReady(relay, "vm0");
+  RelayProcess relay(uplink_ns_, directory_.path(), OneVmPort());
+  auto vm = StartVm0(relay, "macswap");
   vm->Command("start");
   const uint64_t host_base = HostReceivedFrames();
   constexpr uint32_t kFrames = 1000;
   SendToVm([this] { return HostReceivedFrames(); }, kFrames);
-  uint64_t returned = 0;
-  EXPECT_TRUE(WaitUntil(
-      [&] {
-        returned = HostReceivedFrames() - host_base;
-        return returned >= kFrames;
-      },
-      seconds(10)));
+  const uint64_t returned = SettledValue([&] { return HostReceivedFrames() - host_base; }, kFrames);
   vm->Command("stop");
   EXPECT_EQ(returned, kFrames) << "lab host got a different number of echoes";
   EXPECT_EQ(relay.SettledCounter("uplink.tx_frames", kFrames), kFrames);
@@ -155,10 +217,8 @@ TEST_F(RelayUplinkTest, MacswapLoopReturnsEveryFrame) {
 // The uplink interface keeps its own connectivity while the relay runs:
 // ARP (broadcast) and unicast to the uplink's MAC stay with the host stack.
 TEST_F(RelayUplinkTest, HostStackOnTheUplinkKeepsItsConnectivity) {
-  const std::string socket = directory_.path() + "/vm0.sock";
-  RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket + "," + kVmMac});
-  auto vm = StartVm({.socket = socket, .mac = kVmMac, .mode = "rxonly"});
-  WaitPortReady(relay, "vm0");
+  RelayProcess relay(uplink_ns_, directory_.path(), OneVmPort());
+  auto vm = StartVm0(relay, "rxonly");
   vm->Command("start");
   EXPECT_EQ(RunCommand(host_ns_.Exec("ping -c 3 -i 0.2 -W 2 10.99.0.2 >/dev/null")), 0)
       << "the lab host lost connectivity to the uplink's own address";
@@ -177,9 +237,9 @@ TEST_F(RelayUplinkTest, HostStackOnTheUplinkKeepsItsConnectivity) {
 // A 2-queue VM: frames spread over both receive queues by the XDP hash, and
 // one flow always lands on one queue.
 TEST_F(RelayUplinkTest, MultiQueueVmGetsFlowsSpreadAndPinnedByHash) {
-  const std::string socket = directory_.path() + "/vm0.sock";
-  RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket + "," + kVmMac + ",2"});
-  auto vm = StartVm({.socket = socket, .mac = kVmMac, .mode = "rxonly", .queues = 2});
+  RelayProcess relay(uplink_ns_, directory_.path(),
+                     {"vm0=" + SocketOf("vm0") + "," + kVmMac + ",2"});
+  auto vm = StartVm({.socket = SocketOf("vm0"), .mac = kVmMac, .mode = "rxonly", .queues = 2});
   WaitPortReady(relay, "vm0", /*queues=*/2);
   vm->Command("start");
   constexpr uint32_t kFrames = 1000;
@@ -216,22 +276,8 @@ TEST_F(RelayUplinkTest, MultiQueueVmGetsFlowsSpreadAndPinnedByHash) {
 // a frame the relay left with a partial checksum counts as bad).
 class HostChecksumReceiver {
  public:
-  explicit HostChecksumReceiver(const NetNamespace& ns) {
-    ScopedNetns inside(ns);
-    fd_ = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(ETH_P_ALL));
-    if (fd_ < 0)
-      return;
-    const int buffer_bytes = 8 << 20;
-    (void)setsockopt(fd_, SOL_SOCKET, SO_RCVBUFFORCE, &buffer_bytes, sizeof(buffer_bytes));
-    sockaddr_ll address{};
-    address.sll_family = AF_PACKET;
-    address.sll_protocol = htons(ETH_P_ALL);
-    address.sll_ifindex = static_cast<int>(if_nametoindex("peer0"));
-    if (bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-      close(fd_);
-      fd_ = -1;
-    }
-  }
+  explicit HostChecksumReceiver(const NetNamespace& ns)
+      : fd_(OpenPacketReceiver(ns, "peer0", 8 << 20)) {}
   ~HostChecksumReceiver() {
     if (fd_ >= 0)
       close(fd_);
@@ -285,10 +331,8 @@ class HostChecksumReceiver {
 // hardware UDP checksum: NEEDS_CSUM, pseudo-header sum in the field) leaves
 // through AF_XDP with the checksum completed by the relay's software offload.
 TEST_F(RelayUplinkTest, GuestChecksumOffloadIsCompletedOnTheWayToTheUplink) {
-  const std::string socket = directory_.path() + "/vm0.sock";
-  RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket + "," + kVmMac});
-  auto vm = StartVm({.socket = socket, .mac = kVmMac, .mode = "csum"});
-  WaitPortReady(relay, "vm0");
+  RelayProcess relay(uplink_ns_, directory_.path(), OneVmPort());
+  auto vm = StartVm0(relay, "csum");
   vm->Command("port stop 0");
   const std::string csum_output = vm->Command("csum set udp hw 0");
   vm->Command(std::string("set eth-peer 0 ") + kHostMac);
@@ -315,14 +359,9 @@ TEST_F(RelayUplinkTest, GuestChecksumOffloadIsCompletedOnTheWayToTheUplink) {
 
 // VM -> VM on the same uplink: frames go vring to vring, never to the uplink.
 TEST_F(RelayUplinkTest, VmToVmFramesStayLocal) {
-  const std::string socket_a = directory_.path() + "/vm0.sock";
-  const std::string socket_b = directory_.path() + "/vm1.sock";
-  RelayProcess relay(uplink_ns_, directory_.path(),
-                     {"vm0=" + socket_a + "," + kVmMac, "vm1=" + socket_b + "," + kVm2Mac});
-  auto receiver = StartVm({.socket = socket_b, .mac = kVm2Mac, .mode = "rxonly", .log = "vm1.log"});
-  auto sender = StartVm({.socket = socket_a, .mac = kVmMac, .mode = "txonly"});
-  WaitPortReady(relay, "vm0");
-  WaitPortReady(relay, "vm1");
+  RelayProcess relay(uplink_ns_, directory_.path(), TwoVmPorts());
+  std::unique_ptr<TestpmdProcess> sender, receiver;
+  std::tie(sender, receiver) = StartTwoVms(relay, "txonly", "rxonly");
   receiver->Command("start");
   sender->Command(std::string("set eth-peer 0 ") + kVm2Mac);
   const uint64_t host_base = HostReceivedFrames();
@@ -356,17 +395,11 @@ TEST_F(RelayUplinkTest, VmToVmFramesStayLocal) {
 // frames; once removed, frames for its MAC go back to the host stack; added
 // again, it gets them again.
 TEST_F(RelayUplinkTest, PortsAreAddedAndRemovedWhileTheWorkerRuns) {
-  std::unique_ptr<relay::UplinkRelay> relay;
-  {
-    ScopedNetns inside(uplink_ns_);
-    auto created = relay::UplinkRelay::Create({.interface_name = "uplink0"});
-    ASSERT_TRUE(created.ok()) << created.status();
-    relay = std::move(*created);
-  }
-  relay->Start();
+  std::unique_ptr<relay::UplinkRelay> relay = StartLibraryRelay();
+  ASSERT_NE(relay, nullptr);
   vhost::PortOptions port_options;
   port_options.name = "vm0";
-  port_options.socket_path = directory_.path() + "/vm0.sock";
+  port_options.socket_path = SocketOf("vm0");
   port_options.on_change = [&relay] { relay->Wake(); };
   auto port = vhost::VhostUserPort::Create(port_options);
   ASSERT_TRUE(port.ok()) << port.status();
@@ -507,22 +540,7 @@ class SourceCounter {
  public:
   SourceCounter(const NetNamespace& ns, const std::string& interface,
                 const std::array<uint8_t, 6>& source)
-      : source_(source) {
-    ScopedNetns inside(ns);
-    fd_ = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(ETH_P_ALL));
-    // Room for every frame of a test: it is only read afterwards.
-    const int buffer_bytes = 16 << 20;
-    if (fd_ >= 0)
-      (void)setsockopt(fd_, SOL_SOCKET, SO_RCVBUFFORCE, &buffer_bytes, sizeof(buffer_bytes));
-    sockaddr_ll address{};
-    address.sll_family = AF_PACKET;
-    address.sll_protocol = htons(ETH_P_ALL);
-    address.sll_ifindex = static_cast<int>(if_nametoindex(interface.c_str()));
-    if (fd_ >= 0 && bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-      close(fd_);
-      fd_ = -1;
-    }
-  }
+      : source_(source), fd_(OpenPacketReceiver(ns, interface, 16 << 20)) {}
   ~SourceCounter() {
     if (fd_ >= 0)
       close(fd_);
@@ -551,24 +569,7 @@ class VlanReceiver {
  public:
   VlanReceiver(const NetNamespace& ns, const std::string& interface,
                const std::array<uint8_t, 6>& source)
-      : source_(source) {
-    ScopedNetns inside(ns);
-    fd_ = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(ETH_P_ALL));
-    const int on = 1;
-    // Room for every frame of a test phase: it is only read afterwards.
-    const int buffer_bytes = 32 << 20;
-    if (fd_ >= 0)
-      (void)setsockopt(fd_, SOL_SOCKET, SO_RCVBUFFORCE, &buffer_bytes, sizeof(buffer_bytes));
-    sockaddr_ll address{};
-    address.sll_family = AF_PACKET;
-    address.sll_protocol = htons(ETH_P_ALL);
-    address.sll_ifindex = static_cast<int>(if_nametoindex(interface.c_str()));
-    if (fd_ >= 0 && (setsockopt(fd_, SOL_PACKET, PACKET_AUXDATA, &on, sizeof(on)) != 0 ||
-                     bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0)) {
-      close(fd_);
-      fd_ = -1;
-    }
-  }
+      : source_(source), fd_(OpenPacketReceiver(ns, interface, 32 << 20, /*auxdata=*/true)) {}
   ~VlanReceiver() {
     if (fd_ >= 0)
       close(fd_);
@@ -624,14 +625,9 @@ class VlanReceiver {
 // Lab host broadcast: the uplink's host stack keeps every frame (XDP_PASS)
 // and each VM gets exactly one copy through the AF_PACKET flood path.
 TEST_F(RelayUplinkTest, LabHostBroadcastReachesEveryVmAndTheHostStack) {
-  const std::string socket_a = directory_.path() + "/vm0.sock";
-  const std::string socket_b = directory_.path() + "/vm1.sock";
-  RelayProcess relay(uplink_ns_, directory_.path(),
-                     {"vm0=" + socket_a + "," + kVmMac, "vm1=" + socket_b + "," + kVm2Mac});
-  auto vm0 = StartVm({.socket = socket_a, .mac = kVmMac, .mode = "rxonly"});
-  auto vm1 = StartVm({.socket = socket_b, .mac = kVm2Mac, .mode = "rxonly", .log = "vm1.log"});
-  WaitPortReady(relay, "vm0");
-  WaitPortReady(relay, "vm1");
+  RelayProcess relay(uplink_ns_, directory_.path(), TwoVmPorts());
+  std::unique_ptr<TestpmdProcess> vm0, vm1;
+  std::tie(vm0, vm1) = StartTwoVms(relay, "rxonly", "rxonly");
   vm0->Command("start");
   vm1->Command("start");
   // A packet socket sees what XDP passed to the host stack.
@@ -656,14 +652,9 @@ TEST_F(RelayUplinkTest, LabHostBroadcastReachesEveryVmAndTheHostStack) {
 // neither the relay's group socket nor a plain AF_PACKET socket on the
 // uplink sees those frames: they cannot loop back to the VMs.
 TEST_F(RelayUplinkTest, VmBroadcastReachesTheOtherVmAndTheLabHostOnce) {
-  const std::string socket_a = directory_.path() + "/vm0.sock";
-  const std::string socket_b = directory_.path() + "/vm1.sock";
-  RelayProcess relay(uplink_ns_, directory_.path(),
-                     {"vm0=" + socket_a + "," + kVmMac, "vm1=" + socket_b + "," + kVm2Mac});
-  auto receiver = StartVm({.socket = socket_b, .mac = kVm2Mac, .mode = "rxonly", .log = "vm1.log"});
-  auto sender = StartVm({.socket = socket_a, .mac = kVmMac, .mode = "txonly"});
-  WaitPortReady(relay, "vm0");
-  WaitPortReady(relay, "vm1");
+  RelayProcess relay(uplink_ns_, directory_.path(), TwoVmPorts());
+  std::unique_ptr<TestpmdProcess> sender, receiver;
+  std::tie(sender, receiver) = StartTwoVms(relay, "txonly", "rxonly");
   SourceCounter tap(uplink_ns_, "uplink0", kVmMacBytes);
   ASSERT_TRUE(tap.ok()) << "AF_PACKET socket on uplink0: " << strerror(errno);
   receiver->Command("start");
@@ -682,13 +673,7 @@ TEST_F(RelayUplinkTest, VmBroadcastReachesTheOtherVmAndTheLabHostOnce) {
   EXPECT_EQ(receiver->PortStats().rx_packets + ring_full(), sent)
       << "broadcast copies unaccounted for between the VMs";
   EXPECT_EQ(relay.Counter("port.vm1.from_local"), receiver->PortStats().rx_packets);
-  uint64_t arrived = 0;
-  EXPECT_TRUE(WaitUntil(
-      [&] {
-        arrived = HostReceivedFrames() - host_base;
-        return arrived >= sent;
-      },
-      seconds(10)));
+  const uint64_t arrived = SettledValue([&] { return HostReceivedFrames() - host_base; }, sent);
   EXPECT_EQ(arrived, sent) << "the lab host must get each broadcast exactly once";
   EXPECT_EQ(relay.Counter("uplink.tx_frames"), sent);
   EXPECT_EQ(relay.Counter("flood.from_vms"), sent);
@@ -709,16 +694,15 @@ TEST_F(RelayUplinkTest, VlanAccessPortsAreIsolatedAndTheTrunkSeesBoth) {
   RunCommandOrThrow(uplink_ns_.Exec("ethtool -K uplink0 txvlan off rxvlan off >/dev/null"));
   VlanReceiver host(host_ns_, "peer0", kVmMacBytes);
   ASSERT_TRUE(host.ok()) << "AF_PACKET receiver on peer0: " << strerror(errno);
-  const std::string socket_a = directory_.path() + "/vm0.sock";
-  const std::string socket_b = directory_.path() + "/vm1.sock";
-  const std::string socket_c = directory_.path() + "/vm2.sock";
   RelayProcess relay(uplink_ns_, directory_.path(),
-                     {"vm0=" + socket_a + "," + kVmMac + ",1,access=10",
-                      "vm1=" + socket_b + "," + kVm2Mac + ",1,access=20",
-                      "vm2=" + socket_c + "," + kVm3Mac + ",1,trunk=10+20,native=20"});
-  auto vm1 = StartVm({.socket = socket_b, .mac = kVm2Mac, .mode = "rxonly", .log = "vm1.log"});
-  auto vm2 = StartVm({.socket = socket_c, .mac = kVm3Mac, .mode = "rxonly", .log = "vm2.log"});
-  auto vm0 = StartVm({.socket = socket_a, .mac = kVmMac, .mode = "txonly"});
+                     {"vm0=" + SocketOf("vm0") + "," + kVmMac + ",1,access=10",
+                      "vm1=" + SocketOf("vm1") + "," + kVm2Mac + ",1,access=20",
+                      "vm2=" + SocketOf("vm2") + "," + kVm3Mac + ",1,trunk=10+20,native=20"});
+  auto vm1 =
+      StartVm({.socket = SocketOf("vm1"), .mac = kVm2Mac, .mode = "rxonly", .log = "vm1.log"});
+  auto vm2 =
+      StartVm({.socket = SocketOf("vm2"), .mac = kVm3Mac, .mode = "rxonly", .log = "vm2.log"});
+  auto vm0 = StartVm({.socket = SocketOf("vm0"), .mac = kVmMac, .mode = "txonly"});
   for (const char* port : {"vm0", "vm1", "vm2"})
     WaitPortReady(relay, port);
   vm1->Command("start");
@@ -840,12 +824,10 @@ TEST_F(RelayUplinkTest, VlanAccessPortsAreIsolatedAndTheTrunkSeesBoth) {
 // sends from it, then XDP steers frames for it to the VM; once the VM falls
 // silent the entry ages out and frames for it go to the host stack again.
 TEST_F(RelayUplinkTest, LearnedMacIsSteeredByXdpAndAgesOut) {
-  const std::string socket = directory_.path() + "/vm0.sock";
   const std::string behind = "02:00:00:00:00:77";
-  RelayProcess relay(uplink_ns_, directory_.path(), {"vm0=" + socket + "," + kVmMac},
-                     {"--fdb-ageing-s", "2"});
+  RelayProcess relay(uplink_ns_, directory_.path(), OneVmPort(), {"--fdb-ageing-s", "2"});
   // testpmd's own MAC is the one behind the port: it sends from it.
-  auto vm = StartVm({.socket = socket, .mac = behind, .mode = "txonly"});
+  auto vm = StartVm({.socket = SocketOf("vm0"), .mac = behind, .mode = "txonly"});
   WaitPortReady(relay, "vm0");
   EXPECT_EQ(relay.Counter("fdb.steering_entries"), 1u) << "the port's own MAC";
   vm->Command(std::string("set eth-peer 0 ") + kHostMac);
@@ -886,15 +868,13 @@ TEST_F(RelayUplinkTest, LearnedMacIsSteeredByXdpAndAgesOut) {
 // MAC of the port), and a MAC sent to the uplink while unknown unicast is
 // dropped by policy (and counted).
 TEST_F(RelayUplinkTest, StaticFdbEntriesSteerAndForwardWithoutLearning) {
-  const std::string socket = directory_.path() + "/vm0.sock";
   const std::string extra = "02:00:00:00:00:88";
   const std::string second = "02:00:00:00:00:99";
   RelayProcess relay(uplink_ns_, directory_.path(),
-                     {"vm0=" + socket + "," + kVmMac + ",1,mac=" + second},
+                     {"vm0=" + SocketOf("vm0") + "," + kVmMac + ",1,mac=" + second},
                      {"--static-fdb", extra + ",0,vm0", "--static-fdb",
                       std::string(kHostMac) + ",0,uplink", "--unknown-unicast", "drop"});
-  auto vm = StartVm({.socket = socket, .mac = kVmMac, .mode = "rxonly"});
-  WaitPortReady(relay, "vm0");
+  auto vm = StartVm0(relay, "rxonly");
   EXPECT_EQ(relay.Counter("fdb.static_entries"), 5u) << "with the uplink's own MAC";
   EXPECT_EQ(relay.Counter("fdb.steering_entries"), 3u) << "the port's two MACs and the static one";
   vm->Command("start");
@@ -940,19 +920,13 @@ TEST_F(RelayUplinkTest, StaticFdbEntriesSteerAndForwardWithoutLearning) {
 // static entries and their errors, the FDB listing, and a removed port
 // taking its entries (and steering) with it. No front-end needed.
 TEST_F(RelayUplinkTest, SwitchingApiValidatesEntriesAndListsThem) {
-  std::unique_ptr<relay::UplinkRelay> relay;
-  {
-    ScopedNetns inside(uplink_ns_);
-    auto created = relay::UplinkRelay::Create({.interface_name = "uplink0"});
-    ASSERT_TRUE(created.ok()) << created.status();
-    relay = std::move(*created);
-  }
-  relay->Start();
+  std::unique_ptr<relay::UplinkRelay> relay = StartLibraryRelay();
+  ASSERT_NE(relay, nullptr);
   std::vector<std::unique_ptr<vhost::VhostUserPort>> ports;
   for (const char* name : {"vm0", "vm1", "vm2"}) {
     vhost::PortOptions options;
     options.name = name;
-    options.socket_path = directory_.path() + "/" + name + ".sock";
+    options.socket_path = SocketOf(name);
     auto port = vhost::VhostUserPort::Create(options);
     ASSERT_TRUE(port.ok()) << port.status();
     ports.push_back(std::move(*port));
@@ -1040,15 +1014,10 @@ TEST_F(RelayUplinkTest, SwitchingApiValidatesEntriesAndListsThem) {
 // each frame once (from AF_XDP; the AF_PACKET copy never sees them) and the
 // uplink's host stack none.
 TEST_F(RelayUplinkTest, RedirectPolicyFloodsUplinkFramesToVmsOnly) {
-  const std::string socket_a = directory_.path() + "/vm0.sock";
-  const std::string socket_b = directory_.path() + "/vm1.sock";
-  RelayProcess relay(uplink_ns_, directory_.path(),
-                     {"vm0=" + socket_a + "," + kVmMac, "vm1=" + socket_b + "," + kVm2Mac},
+  RelayProcess relay(uplink_ns_, directory_.path(), TwoVmPorts(),
                      {"--broadcast-action", "redirect", "--unknown-unicast-action", "redirect"});
-  auto vm0 = StartVm({.socket = socket_a, .mac = kVmMac, .mode = "rxonly"});
-  auto vm1 = StartVm({.socket = socket_b, .mac = kVm2Mac, .mode = "rxonly", .log = "vm1.log"});
-  WaitPortReady(relay, "vm0");
-  WaitPortReady(relay, "vm1");
+  std::unique_ptr<TestpmdProcess> vm0, vm1;
+  std::tie(vm0, vm1) = StartTwoVms(relay, "rxonly", "rxonly");
   vm0->Command("start");
   vm1->Command("start");
   // The veth counts every received frame, XDP_REDIRECTed or not; a packet
