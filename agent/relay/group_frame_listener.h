@@ -72,7 +72,7 @@ class GroupFrameListener {
   GroupFrameListener(const GroupFrameListener&) = delete;
   GroupFrameListener& operator=(const GroupFrameListener&) = delete;
 
-  // Readable (epoll) while the ring holds a frame.
+  // Readable (poll) while the ring holds a frame.
   int fd() const { return fd_; }
 
   // Hot path: hands up to `max_frames` frames to `visit(GroupFrame&)` in

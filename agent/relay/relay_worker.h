@@ -101,9 +101,11 @@ class UplinkRelay::Worker {
   // frame XDP redirected by policy) to the VMs of its VLAN. `metadata`: the
   // steering program's for a redirected frame (its hash picks the guest
   // queue and is reported), nullptr for the AF_PACKET copy (queue 0, no
-  // hash report).
+  // hash report). `checksums_vouched`: the host stack vouched for the
+  // frame's checksum (UplinkNetHeaderBuilder::TrustChecksums).
   void FloodFromUplink(std::span<const vhost::HostSegment> segments, uint32_t length_bytes,
-                       const xvio_metadata* metadata, datapath::FloodClass frame_class);
+                       const xvio_metadata* metadata, datapath::FloodClass frame_class,
+                       bool checksums_vouched);
   // Stores offload_'s receive checksum verdict counters into the
   // rx_checksums_* mirrors (once per burst).
   void PublishReceiveChecksumCounters();

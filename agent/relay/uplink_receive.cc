@@ -93,7 +93,8 @@ uint32_t UplinkRelay::Worker::ServeUplinkQueue(xsk::Socket& socket) {
       FloodFromUplink(scatter, length, &metadata,
                       (metadata.flags & XVIO_META_FLAG_UNKNOWN_UNICAST) != 0
                           ? datapath::FloodClass::kUnknownUnicast
-                          : datapath::FloodClass::kBroadcastOrMulticast);
+                          : datapath::FloodClass::kBroadcastOrMulticast,
+                      /*checksums_vouched=*/false);
       continue;
     }
     if (port == nullptr) {
@@ -281,7 +282,8 @@ uint32_t UplinkRelay::Worker::FloodToPorts(std::span<const uint32_t> targets,
 
 void UplinkRelay::Worker::FloodFromUplink(std::span<const vhost::HostSegment> segments,
                                           uint32_t length_bytes, const xvio_metadata* metadata,
-                                          datapath::FloodClass frame_class) {
+                                          datapath::FloodClass frame_class,
+                                          bool checksums_vouched) {
   // The head (addresses, tag) is in the first buffer: a multi-buffer frame's
   // first buffer is a whole UMEM frame, a group frame is one buffer.
   FrameEdges edges;
@@ -309,6 +311,8 @@ void UplinkRelay::Worker::FloodFromUplink(std::span<const vhost::HostSegment> se
   UplinkNetHeaderBuilder headers(segments,
                                  metadata != nullptr ? HashReportOf(*metadata) : HashReport{},
                                  options_.uplink_header, *offload_);
+  if (checksums_vouched)
+    headers.TrustChecksums();
   FloodToPorts(targets.port_ids, datapath::kUplinkPortId, edges, ingress, nullptr, &headers,
                segments, length_bytes, metadata != nullptr ? metadata->hash_value : 0,
                /*local=*/false);
@@ -324,9 +328,16 @@ uint32_t UplinkRelay::Worker::ServeGroupFrames() {
       Drop(DropReason::kFrameTooLarge);
       return;
     }
+    // A checksum the listener completed is right by construction, and one
+    // the kernel marked valid (CHECKSUM_UNNECESSARY) is what the kernel's
+    // own taps report as DATA_VALID: neither is verified again. DATA_VALID
+    // vouches for the TCP/UDP checksum only; guests check the IPv4 header
+    // themselves. Completions are counted by the listener.
+    const bool vouched = frame.checksum == GroupFrameChecksum::kCompleted ||
+                         frame.checksum == GroupFrameChecksum::kValid;
     const vhost::HostSegment segment{frame.data, frame.length_bytes};
     FloodFromUplink(std::span(&segment, 1), frame.length_bytes, /*metadata=*/nullptr,
-                    datapath::FloodClass::kBroadcastOrMulticast);
+                    datapath::FloodClass::kBroadcastOrMulticast, vouched);
   });
   if (frames > 0)
     PublishReceiveChecksumCounters();
