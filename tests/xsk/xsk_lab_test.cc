@@ -787,13 +787,22 @@ TEST_F(XskLabTest, ReportsWhichXdpAttachmentModeIsInUse) {
 class ScopedHugepagePool {
  public:
   static constexpr const char* kPath = "/proc/sys/vm/nr_hugepages";
-  explicit ScopedHugepagePool(long pages) : original_(Read()) { Write(pages); }
+  // Restores the configured pool size (not HugePages_Total, which also
+  // counts surplus pages still held after a shrink).
+  explicit ScopedHugepagePool(long pages) : original_(Configured()) { Write(pages); }
   ~ScopedHugepagePool() { Write(original_); }
   ScopedHugepagePool(const ScopedHugepagePool&) = delete;
   ScopedHugepagePool& operator=(const ScopedHugepagePool&) = delete;
 
   static long Read() { return ReadMeminfo("HugePages_Total:"); }
   static long Free() { return ReadMeminfo("HugePages_Free:"); }
+  static long Surplus() { return ReadMeminfo("HugePages_Surp:"); }
+  static long Configured() {
+    std::ifstream in(kPath);
+    long pages = 0;
+    in >> pages;
+    return pages;
+  }
   long original() const { return original_; }
   static void Write(long pages) {
     std::ofstream out(kPath);
@@ -837,12 +846,24 @@ TEST_F(XskLabTest, HugepagesBackTheUmemWhenFreeAndCarryFrames) {
   SendTestFrames(*socket_b, 0, 300, 1500, 11);
   ExpectSequence(ReceivePackets(*socket_a, 300), 0, 300, 11);
   ExpectAccountingHolds(*umem);
+
+  // The kernel releases a UMEM's pinned pages in deferred work after its
+  // last socket closes: wait for them, so the pool is restored with every
+  // page free and the next test does not see them come back later.
+  socket_a.reset();
+  socket_b.reset();
+  umem.reset();
+  EXPECT_TRUE(
+      WaitUntil([&] { return ScopedHugepagePool::Free() >= free_pages; }, std::chrono::seconds(5)));
 }
 
 TEST_F(XskLabTest, NoFreeHugepagesFallsBackToNormalPagesAndSaysWhy) {
   // Shrink the pool to the pages other processes use: none are free. A
   // process that exits meanwhile (a DPDK test's testpmd) frees its pages
   // after we counted them in use: shrink again until none are free.
+  // Pages an earlier UMEM pinned come back in deferred work; wait for those
+  // first, or they turn free after the shrink below.
+  WaitUntil([] { return ScopedHugepagePool::Surplus() == 0; }, std::chrono::seconds(5));
   ScopedHugepagePool pool(ScopedHugepagePool::Read() - ScopedHugepagePool::Free());
   for (int attempt = 0; attempt < 50 && ScopedHugepagePool::Free() > 0; ++attempt) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
