@@ -467,6 +467,39 @@ summarize() {
           (xn > 0 && dn > 0 ? sprintf("%.2f", dn / xn) : "-")
       }
     }' "$results/medians.csv" >"$results/ratios.csv"
+  # Run r of xvio and run r of DPDK ran back to back: their ratio cancels
+  # drifts of the machine slower than one pair. Spread of those ratios, and
+  # of each relay's delivered rate, per case, size and offered load.
+  awk -F, 'NR > 1 && ($2 == "xvio" || $2 == "dpdk") {
+      key = $1 "," $3 "," $5
+      if (!(key in seen)) { seen[key] = 1; order[++n] = key }
+      if (!((key, $4) in run_seen)) { run_seen[key, $4] = 1; runs[key] = runs[key] " " $4 }
+      rate[key, $4, $2] = $7
+    }
+    function sorted(list, out,   count, i, j, tmp) {
+      count = split(list, out, " ")
+      for (i = 1; i <= count; i++) out[i] += 0
+      for (i = 1; i <= count; i++) for (j = i + 1; j <= count; j++)
+        if (out[j] < out[i]) { tmp = out[i]; out[i] = out[j]; out[j] = tmp }
+      return count
+    }
+    END {
+      print "case,bytes,target_mpps,pairs,ratio_min,ratio_median,ratio_max,xvio_mpps_min,xvio_mpps_max,dpdk_mpps_min,dpdk_mpps_max"
+      for (i = 1; i <= n; i++) {
+        k = order[i]; ratios = ""; xs = ""; ds = ""
+        split(substr(runs[k], 2), list, " ")
+        for (r in list) {
+          x = rate[k, list[r], "xvio"]; d = rate[k, list[r], "dpdk"]
+          if (x != "") xs = xs " " x
+          if (d != "") ds = ds " " d
+          if (x != "" && d != "" && d > 0) ratios = ratios " " sprintf("%.3f", x / d)
+        }
+        p = sorted(ratios, pr); nx = sorted(xs, xr); nd = sorted(ds, dr)
+        if (p == 0) continue
+        printf "%s,%d,%.2f,%.2f,%.2f,%s,%s,%s,%s\n", k, p, pr[1], pr[int((p + 1) / 2)], pr[p],
+          (nx ? xr[1] : "-"), (nx ? xr[nx] : "-"), (nd ? dr[1] : "-"), (nd ? dr[nd] : "-")
+      }
+    }' "$csv" >"$results/paired.csv"
 }
 
 plot() {
