@@ -44,10 +44,8 @@ void IdleWaiter::CloseWaitSet() {
   if (epoll_fd_ >= 0)
     close(epoll_fd_);
   epoll_fd_ = -1;
-  for (const Watched& watched : watched_) {
-    if (watched.owned_and_drained)
-      close(watched.fd);
-  }
+  for (int fd : watched_)
+    close(fd);
   watched_.clear();
   poll_set_.clear();
   polling_driver_ = false;
@@ -65,16 +63,15 @@ IdleWaiter::WaitSet IdleWaiter::BeginWaitSet() {
   return WaitSet(*this);
 }
 
-void IdleWaiter::WaitSet::Add(int fd, bool drain) {
+void IdleWaiter::WaitSet::AddOwnedEventfd(int fd) {
   if (waiter_.epoll_fd_ < 0) {
-    if (drain)
-      close(fd);
+    close(fd);
     return;
   }
   epoll_event event{};
   event.events = EPOLLIN;
   event.data.u64 = waiter_.watched_.size();
-  waiter_.watched_.push_back(Watched{fd, drain});
+  waiter_.watched_.push_back(fd);
   epoll_ctl(waiter_.epoll_fd_, EPOLL_CTL_ADD, fd, &event);
 }
 
@@ -87,7 +84,7 @@ void IdleWaiter::WaitSet::AddKick(VirtQueue& queue) {
   if (ready && fd < 0)
     waiter_.polling_driver_ = true;  // never kicks: poll it every kShortSleepMs
   if (fd >= 0)
-    Add(fd, /*drain=*/true);
+    AddOwnedEventfd(fd);
 }
 
 void IdleWaiter::WaitSet::AddReadable(int fd) {
@@ -128,15 +125,15 @@ void IdleWaiter::Sleep(bool poll_soon) {
   for (int i = 0; i < count; ++i) {
     const uint64_t index = events[i].data.u64;
     uint64_t value = 0;
-    // Eventfds (wake, kicks) are read to re-arm them; sockets are left for
-    // the worker's next round to consume.
+    // Eventfds (wake, kicks) are read to re-arm them (readable sockets,
+    // polled beside the epoll set, are left for the worker's next round).
     if (index == ~uint64_t{0}) {
       Increment(eventfd_reads_);
       (void)read(wake_fd_, &value, sizeof(value));
-    } else if (index < watched_.size() && watched_[index].owned_and_drained) {
+    } else if (index < watched_.size()) {
       Increment(eventfd_reads_);
       // An eventfd holds the sum of its writes: the kicks since the last read.
-      if (read(watched_[index].fd, &value, sizeof(value)) == sizeof(value))
+      if (read(watched_[index], &value, sizeof(value)) == sizeof(value))
         Increment(kicks_, value);
     }
   }

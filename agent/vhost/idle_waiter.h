@@ -36,7 +36,8 @@ class IdleWaiter {
    private:
     friend class IdleWaiter;
     explicit WaitSet(IdleWaiter& waiter) : waiter_(waiter) {}
-    void Add(int fd, bool drain);
+    // Puts a kick eventfd duplicate (ours to read and close) in the epoll set.
+    void AddOwnedEventfd(int fd);
     IdleWaiter& waiter_;
   };
 
@@ -123,10 +124,6 @@ class IdleWaiter {
   }
 
  private:
-  struct Watched {
-    int fd;
-    bool owned_and_drained;  // our eventfd duplicate: read to re-arm, closed by us
-  };
   // True once idle rounds have lasted idle_poll (the first one starts the clock).
   bool IdleLongEnough(std::chrono::steady_clock::time_point now) {
     if (!idle_since_known_) {
@@ -145,7 +142,9 @@ class IdleWaiter {
   std::chrono::steady_clock::time_point idle_since_{};
   bool idle_since_known_ = false;
   int epoll_fd_ = -1;
-  std::vector<Watched> watched_;  // in the epoll set: the eventfds
+  // In the epoll set besides the wake eventfd: kick eventfd duplicates,
+  // read to re-arm after a sleep and closed by us.
+  std::vector<int> watched_;
   // What a sleep polls when readable fds were added: the epoll fd (-1 if
   // none; ppoll skips it) first, then those fds. Empty otherwise.
   std::vector<pollfd> poll_set_;
