@@ -53,8 +53,12 @@ uint32_t UplinkRelay::Worker::ServeGuestTransmit(PortState& source, uint16_t que
     return 0;
   vhost::TransmitBurst& burst = transmit_burst_;
   const uint16_t count = transmit.PeekTransmit(burst);
-  if (count == 0)
+  if (count == 0) {
+    // Drained: the interrupt earlier full bursts left waiting is due now.
+    if (transmit.FlushDeferredNotification())
+      Increment(guest_notifications_, 1);
     return 0;
+  }
 
   xsk::Socket& socket = *sockets_[queue_pair % sockets_.size()];
   // We are the TX ring's only producer: what the kernel has not taken is
@@ -392,7 +396,11 @@ uint32_t UplinkRelay::Worker::ServeGuestTransmit(PortState& source, uint16_t que
   Increment(offload_segments_produced_, segments_produced);
   Increment(offload_checksums_completed_, checksums);
   // We are the queue's only burst writer: its interrupts are this worker's.
-  if (transmit.CompleteTransmit(burst, completed))
+  // After a full burst taken whole the next round comes straight back to
+  // this queue, so the interrupt may wait for it (VirtQueue::CompleteTransmit);
+  // anything less is decided now.
+  const bool more_queued = count == vhost::TransmitBurst::kMaxFrames && completed == count;
+  if (transmit.CompleteTransmit(burst, completed, more_queued))
     Increment(guest_notifications_, 1);
   return completed;
 }

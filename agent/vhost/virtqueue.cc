@@ -203,6 +203,7 @@ void VirtQueue::SetBase(uint32_t base) {
     used_idx_ = last_avail_idx_;
   }
   signalled_used_valid_ = false;
+  deferred_completions_ = 0;
 }
 
 uint32_t VirtQueue::StopAndGetBase() {
@@ -258,6 +259,7 @@ void VirtQueue::Reset() {
   last_avail_idx_ = used_idx_ = 0;
   avail_wrap_ = used_wrap_ = true;
   signalled_used_valid_ = false;
+  deferred_completions_ = 0;
   notifications_enabled_ = true;
   shadow_count_ = 0;
 }
@@ -798,6 +800,17 @@ uint16_t VirtQueue::PeekTransmit(TransmitBurst& burst) {
 }
 
 bool VirtQueue::CompleteTransmit(const TransmitBurst& burst, uint16_t count) {
+  return CompleteTransmit(burst, count, /*more_queued=*/false);
+}
+
+bool VirtQueue::FlushDeferredNotification() {
+  if (deferred_completions_ == 0 || !ready_)
+    return false;
+  deferred_completions_ = 0;
+  return NotifyDriver();
+}
+
+bool VirtQueue::CompleteTransmit(const TransmitBurst& burst, uint16_t count, bool more_queued) {
   if (count == 0 || !ready_)
     return false;
   uint64_t bytes = 0;
@@ -819,7 +832,14 @@ bool VirtQueue::CompleteTransmit(const TransmitBurst& burst, uint16_t count) {
   if (!packed())
     last_avail_idx_ = static_cast<uint16_t>(last_avail_idx_ + count);
   FlushUsed();
-  const bool notified = NotifyDriver();
+  // EVENT_IDX compares against the used index of the last decision, which
+  // a deferral leaves alone: the later decision covers every deferred entry.
+  bool notified = false;
+  deferred_completions_ += count;
+  if (!more_queued || deferred_completions_ >= size_ / 2) {
+    deferred_completions_ = 0;
+    notified = NotifyDriver();
+  }
   Increment(counters_.packets, count - malformed);
   Increment(counters_.bytes, bytes);
   if (malformed > 0)

@@ -126,6 +126,22 @@ class VirtQueue {
   // call eventfd write): the queue's only burst writer can count its
   // interrupts without reading counters().notifications around the burst.
   bool CompleteTransmit(const TransmitBurst& burst, uint16_t count);
+  // The same, for a caller that will come back for more at once: with
+  // `more_queued` (the burst was full, so the driver has probably queued
+  // more) the interrupt the driver may want waits, and is decided when a
+  // later completion finds the queue drained (a burst without
+  // `more_queued`), when half the ring has been completed since the last
+  // decision, or at FlushDeferredNotification. The used ring is updated at
+  // once either way: a driver that polls sees its buffers without waiting.
+  // A driver that sleeps until its transmit ring has room is then woken once
+  // per half ring instead of once per burst; one that sends a frame at a
+  // time is interrupted as before. Each interrupt is a wake-up of the
+  // guest's vCPU that costs the back-end about as much as relaying tens of
+  // frames (docs/bench/relay.md).
+  bool CompleteTransmit(const TransmitBurst& burst, uint16_t count, bool more_queued);
+  // Decides the interrupt that completions left waiting (above); true if
+  // it interrupted the driver. Cheap when nothing waits.
+  bool FlushDeferredNotification();
 
   // Copies frames into guest receive buffers (mergeable when negotiated),
   // one used-index update and at most one interrupt for the burst. A partial
@@ -250,6 +266,9 @@ class VirtQueue {
   bool used_wrap_ = true;
   uint16_t signalled_used_ = 0;  // EVENT_IDX: used idx at the last notification decision
   bool signalled_used_valid_ = false;
+  // Completions made visible to the driver whose interrupt decision waits
+  // (CompleteTransmit with more_queued).
+  uint32_t deferred_completions_ = 0;
   bool notifications_enabled_ = true;
 
   // Shadow used entries of the current burst: written to the ring at the end

@@ -332,6 +332,101 @@ TEST_F(SplitQueueTest, EventIdxSignalsOnlyWhenTheDriverAsked) {
   EXPECT_EQ(avail_event, 3);
 }
 
+// Queues `count` one-byte frames and peeks them all.
+uint16_t QueueAndPeek(SplitRing& ring, GuestRam& ram, VirtQueue& queue, TransmitBurst& burst,
+                      int count) {
+  for (int i = 0; i < count; ++i)
+    ring.Add({Put(ram, Header(VirtioNetHeader{}) + "x")});
+  return queue.PeekTransmit(burst);
+}
+
+TEST_F(SplitQueueTest, DeferredTransmitInterruptWaitsUntilTheQueueDrains) {
+  Start();  // flags 0: the driver wants interrupts
+  TransmitBurst burst;
+  ASSERT_EQ(QueueAndPeek(tx_, ram_, tx(), burst, 3), 3);
+  EXPECT_FALSE(tx().CompleteTransmit(burst, 3, /*more_queued=*/true));
+  EXPECT_EQ(DrainEventFd(tx_call_), 0u) << "more is queued: the interrupt waits";
+  EXPECT_EQ(tx_.used()->idx, 3) << "the buffers are back at once, for a driver that polls";
+  // The next burst finds the queue drained: one interrupt for both.
+  ASSERT_EQ(QueueAndPeek(tx_, ram_, tx(), burst, 1), 1);
+  EXPECT_TRUE(tx().CompleteTransmit(burst, 1, /*more_queued=*/false));
+  EXPECT_EQ(DrainEventFd(tx_call_), 1u);
+  EXPECT_FALSE(tx().FlushDeferredNotification()) << "nothing waits any more";
+  // Deferred, then the caller finds nothing more: flushing interrupts.
+  ASSERT_EQ(QueueAndPeek(tx_, ram_, tx(), burst, 2), 2);
+  EXPECT_FALSE(tx().CompleteTransmit(burst, 2, /*more_queued=*/true));
+  EXPECT_EQ(DrainEventFd(tx_call_), 0u);
+  EXPECT_TRUE(tx().FlushDeferredNotification());
+  EXPECT_EQ(DrainEventFd(tx_call_), 1u);
+  EXPECT_FALSE(tx().FlushDeferredNotification());
+  EXPECT_EQ(DrainEventFd(tx_call_), 0u);
+}
+
+TEST_F(SplitQueueTest, DeferredTransmitInterruptsOncePerHalfRing) {
+  Start();
+  TransmitBurst burst;
+  // kRingSize 16: half the ring is 8 completions.
+  ASSERT_EQ(QueueAndPeek(tx_, ram_, tx(), burst, 4), 4);
+  EXPECT_FALSE(tx().CompleteTransmit(burst, 4, /*more_queued=*/true));
+  ASSERT_EQ(QueueAndPeek(tx_, ram_, tx(), burst, 3), 3);
+  EXPECT_FALSE(tx().CompleteTransmit(burst, 3, /*more_queued=*/true));
+  EXPECT_EQ(DrainEventFd(tx_call_), 0u);
+  ASSERT_EQ(QueueAndPeek(tx_, ram_, tx(), burst, 1), 1);
+  EXPECT_TRUE(tx().CompleteTransmit(burst, 1, /*more_queued=*/true)) << "8 of 16 completed";
+  EXPECT_EQ(DrainEventFd(tx_call_), 1u);
+  EXPECT_FALSE(tx().FlushDeferredNotification()) << "the count starts again";
+}
+
+TEST_F(SplitQueueTest, DeferredTransmitInterruptStillHonoursSuppression) {
+  Start();
+  TransmitBurst burst;
+  tx_.avail()->flags = kAvailNoInterrupt;
+  ASSERT_EQ(QueueAndPeek(tx_, ram_, tx(), burst, 2), 2);
+  EXPECT_FALSE(tx().CompleteTransmit(burst, 2, /*more_queued=*/true));
+  EXPECT_FALSE(tx().FlushDeferredNotification()) << "the driver asked for no interrupt";
+  EXPECT_EQ(DrainEventFd(tx_call_), 0u);
+}
+
+TEST_F(SplitQueueTest, DeferredTransmitInterruptCoversTheEventIdxOfEveryDeferredEntry) {
+  Start(FeatureBit(feature::kEventIdx));
+  TransmitBurst burst;
+  ASSERT_EQ(QueueAndPeek(tx_, ram_, tx(), burst, 1), 1);
+  EXPECT_TRUE(tx().CompleteTransmit(burst, 1));  // the first decision always signals
+  DrainEventFd(tx_call_);
+  // used_event 2: an interrupt once used idx passes 2. Two deferred bursts
+  // take it 1 -> 2 -> 4; the flush decides over the whole range.
+  tx_.used_event() = 2;
+  ASSERT_EQ(QueueAndPeek(tx_, ram_, tx(), burst, 1), 1);
+  EXPECT_FALSE(tx().CompleteTransmit(burst, 1, /*more_queued=*/true));
+  ASSERT_EQ(QueueAndPeek(tx_, ram_, tx(), burst, 2), 2);
+  EXPECT_FALSE(tx().CompleteTransmit(burst, 2, /*more_queued=*/true));
+  EXPECT_EQ(DrainEventFd(tx_call_), 0u);
+  EXPECT_TRUE(tx().FlushDeferredNotification());
+  EXPECT_EQ(DrainEventFd(tx_call_), 1u);
+  // used_event 10 lies beyond 4 -> 6: no interrupt is owed.
+  tx_.used_event() = 10;
+  ASSERT_EQ(QueueAndPeek(tx_, ram_, tx(), burst, 2), 2);
+  EXPECT_FALSE(tx().CompleteTransmit(burst, 2, /*more_queued=*/true));
+  EXPECT_FALSE(tx().FlushDeferredNotification());
+  EXPECT_EQ(DrainEventFd(tx_call_), 0u);
+}
+
+TEST_F(SplitQueueTest, RestartForgetsDeferredCompletions) {
+  Start();
+  TransmitBurst burst;
+  ASSERT_EQ(QueueAndPeek(tx_, ram_, tx(), burst, 2), 2);
+  EXPECT_FALSE(tx().CompleteTransmit(burst, 2, /*more_queued=*/true));
+  ASSERT_TRUE(frontend_.SendState(Request::kGetVringBase, 1, 0).ok());
+  ASSERT_TRUE(frontend_.TakeReply().has_value());
+  EXPECT_FALSE(tx().FlushDeferredNotification()) << "a stopped ring owes no interrupt";
+  // Restarted where it stopped: the old ring's completions are not carried
+  // into the new one's interrupt decisions.
+  tx_call_ = frontend_.StartRing(1, tx_.Address(1), kRingSize, /*base=*/2);
+  ASSERT_TRUE(tx().ready());
+  EXPECT_FALSE(tx().FlushDeferredNotification());
+  EXPECT_EQ(DrainEventFd(tx_call_), 0u);
+}
+
 TEST_F(SplitQueueTest, ResumesFromVringBase) {
   Start();
   tx_.Add({Put(ram_, Header(VirtioNetHeader{}) + "1")});
