@@ -30,7 +30,11 @@
 #
 # usage: tests/bench/relay/run.sh BUILD_DIR [--quick]
 #   env: RUNS (3; quick 1), MEASURE_SECONDS (4; quick 2), CASES ("u2v v2u loop
-#   ring latency idle v2v patch"), RING_POPULATION (256), SIZES ("64 1500"), RATES (Mpps offered, "max" =
+#   ring latency idle v2v patch"), BACKENDS (of u2v/v2u/loop/ring: "xvio dpdk";
+#   xvio-busy is xvio with --idle-poll-us 100000000; xvio-alt runs
+#   XVIO_ALT_BINARY, default the same relay, with the extra arguments
+#   XVIO_ALT_ARGS, for A/B runs interleaved in one run), RING_POPULATION (256),
+#   SIZES ("64 1500"), RATES (Mpps offered, "max" =
 #   as fast as the generator goes), RESULTS_DIR (default
 #   bench-results/relay-<time>), PERF_RECORD_DIR (perf record -g of CPU 0 over
 #   every measurement window, one file per point; PERF_RECORD_CPUS, default 0,
@@ -42,9 +46,10 @@ build_dir=${1:?usage: tests/bench/relay/run.sh BUILD_DIR [--quick]}
 quick=${2:-}
 relay_binary=${XVIO_RELAY_BINARY:-$build_dir/agent/relay/xvio-relay}
 patch_binary=${XVIO_PATCH_BINARY:-$build_dir/agent/vhost/xvio-vhost-patch}
+alt_binary=${XVIO_ALT_BINARY:-$relay_binary}
 frontend=$build_dir/tests/bench/frontend/vhost_bench_frontend
 load=$build_dir/tests/bench/relay/relay_bench
-for binary in "$relay_binary" "$patch_binary" "$frontend" "$load"; do
+for binary in "$relay_binary" "$alt_binary" "$patch_binary" "$frontend" "$load"; do
   [[ -x $binary ]] || { echo "missing $binary: cmake --build $build_dir --target xvio-relay \
 xvio-vhost-patch vhost_bench_frontend relay_bench" >&2; exit 1; }
 done
@@ -133,13 +138,17 @@ relay_thread_window() {  # pid seconds
 # ---------------------------------------------------------------- back-ends
 backend_pid=""
 relay_stats=$work/relay.stats
-start_xvio() {  # mode(adaptive|busy) stats-interval-ms port-arguments...
+start_xvio() {  # mode(adaptive|busy|alt) stats-interval-ms port-arguments...
   local mode=$1 interval=$2
   shift 2
-  local poll=()
+  local poll=() binary=$relay_binary
   [[ $mode == busy ]] && poll=(--idle-poll-us 100000000)
+  if [[ $mode == alt ]]; then
+    binary=$alt_binary
+    read -ra poll <<<"${XVIO_ALT_ARGS:-}"
+  fi
   rm -f "$relay_stats"
-  ip netns exec "$dut_ns" taskset -c 0 "$relay_binary" --uplink uplink0 --cpu 0 \
+  ip netns exec "$dut_ns" taskset -c 0 "$binary" --uplink uplink0 --cpu 0 \
     --stats-file "$relay_stats" --stats-interval-ms "$interval" "${poll[@]}" "$@" >"$work/backend.log" 2>&1 &
   backend_pid=$!
   started_pids+=("$backend_pid")
@@ -157,10 +166,12 @@ start_dpdk() {  # vdev arguments...
 }
 start_backend() {  # backend ports(number)
   case $1 in
-    xvio | xvio-busy)
-      local ports=(--port "vm0=$work/vm0.sock,$vm_mac")
+    xvio | xvio-busy | xvio-alt)
+      local ports=(--port "vm0=$work/vm0.sock,$vm_mac") mode=adaptive
       [[ $2 == 2 ]] && ports+=(--port "vm1=$work/vm1.sock,$vm1_mac")
-      start_xvio "$([[ $1 == xvio-busy ]] && echo busy || echo adaptive)" 50 "${ports[@]}" ;;
+      [[ $1 == xvio-busy ]] && mode=busy
+      [[ $1 == xvio-alt ]] && mode=alt
+      start_xvio "$mode" 50 "${ports[@]}" ;;
     dpdk)
       start_dpdk "net_af_xdp0,iface=uplink0,start_queue=0,queue_count=1" \
         "net_vhost0,iface=$work/vm0.sock,queues=1" ;;
@@ -291,7 +302,7 @@ measure() {  # case backend bytes run target_rate
 # u2v / v2u / loop / latency: for each size and run, each back-end in turn
 # (interleaved), every offered rate against one started back-end.
 run_traffic_case() {  # case
-  local case=$1 backends="xvio dpdk" case_rates=$rates case_sizes=$sizes
+  local case=$1 backends=${BACKENDS:-"xvio dpdk"} case_rates=$rates case_sizes=$sizes
   if [[ $case == latency ]]; then
     backends="xvio xvio-busy dpdk" case_rates=0.01 case_sizes=64
   fi
@@ -535,6 +546,7 @@ EOF
   echo "runs=$runs measure=${measure_seconds}s warmup=${warmup_seconds}s rates=[$rates] sizes=[$sizes] cases=[$cases]"
   echo "relay under test on CPU 0 (taskset); generator, sink and VM front-ends on CPU 1"
   echo "xvio-relay: $relay_binary"
+  [[ ${BACKENDS:-} == *xvio-alt* ]] && echo "xvio-alt: $alt_binary ${XVIO_ALT_ARGS:-}"
   echo "DPDK $(dpkg-query -W -f='${Version}' dpdk 2>/dev/null || echo unknown)"
   echo "source: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
 } >"$results/conditions.txt"
