@@ -208,6 +208,17 @@ void UplinkRelay::Worker::Run() {
         now, seen_ports_version_, [this](vhost::IdleWaiter::WaitSet& set) { AddWaitSources(set); },
         [this] { return ArmNotifications(); }, [this] { DisarmNotifications(); }, transmit_pending);
   }
+  // Stopping (the relay is being replaced or removed; its ports may live
+  // on): no guest is left waiting for a transmit interrupt a full burst
+  // deferred (ServeGuestTransmit).
+  for (PortState* port : active_ports_) {
+    const uint16_t pairs = port->config.port->queue_pairs();
+    for (uint16_t q = FirstOwnedTransmitQueue(port->id); q < pairs; q += worker_count_) {
+      vhost::VirtQueue& transmit = port->config.port->transmit_queue(q);
+      if (vhost::BurstGuard guard(transmit); guard)
+        transmit.FlushDeferredNotification();
+    }
+  }
 }
 
 }  // namespace xvio::relay
