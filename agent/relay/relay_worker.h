@@ -84,7 +84,13 @@ class UplinkRelay::Worker {
   uint32_t ServeGuestTransmit(PortState& source, uint16_t queue_pair);
   // Delivers pending_[0..count) grouped by destination queue, one
   // EnqueueReceive per group; counts drops. `local` selects the counter.
-  void DeliverPending(uint32_t count, bool local);
+  // `more_queued` (the uplink socket gave a full batch, more frames wait):
+  // the guests' interrupts may wait (VirtQueue::EnqueueReceive) and the
+  // queues are remembered for FlushDeferredReceive.
+  void DeliverPending(uint32_t count, bool local, bool more_queued = false);
+  // Decides the interrupts of the receive queues DeliverPending left
+  // waiting; Run calls it once no uplink socket gave a full batch.
+  void FlushDeferredReceive();
   void Drop(DropReason reason, uint64_t frames = 1);
   // Delivers one frame to every VM in `targets` except `source_port_id`,
   // re-tagged per target. The header of each copy is `header` (a guest's
@@ -212,6 +218,15 @@ class UplinkRelay::Worker {
   // Headers of the uplink frames in pending_, by their first descriptor.
   vhost::VirtioNetHeader uplink_headers_[kBurst];
   vhost::ReceiveFrame group_[kBurst];
+  // Guest receive queues with an interrupt waiting (DeliverPending with
+  // more_queued), by port id and queue: looked up again when flushed, so a
+  // port removed meanwhile is skipped, never touched.
+  struct DeferredReceive {
+    uint32_t port_id;
+    uint16_t queue;
+  };
+  DeferredReceive deferred_receive_[kBurst];
+  uint32_t deferred_receive_count_ = 0;
   vhost::TransmitBurst transmit_burst_;
   Retag retags_[kBurst];
   vhost::VirtioNetHeader shifted_headers_[kBurst];

@@ -158,7 +158,10 @@ uint32_t UplinkRelay::Worker::ServeUplinkQueue(xsk::Socket& socket) {
   PublishReceiveChecksumCounters();
   Increment(uplink_rx_frames_, frames);
   Increment(uplink_rx_bytes_, bytes);
-  DeliverPending(pending, /*local=*/false);
+  // A full batch: the socket probably holds more, which the next round
+  // delivers at once; the guests' interrupts may wait for it (Run flushes
+  // them once the socket is drained).
+  DeliverPending(pending, /*local=*/false, /*more_queued=*/received == kBurst);
   umem_->ReleaseFrames(std::span<const xdp_desc>(receive_descriptors_, received));
   return received;
 }
@@ -170,7 +173,21 @@ void UplinkRelay::Worker::PublishReceiveChecksumCounters() {
   rx_checksums_not_checked_.store(verified.checksums_not_checked, std::memory_order_relaxed);
 }
 
-void UplinkRelay::Worker::DeliverPending(uint32_t count, bool local) {
+void UplinkRelay::Worker::FlushDeferredReceive() {
+  for (uint32_t i = 0; i < deferred_receive_count_; ++i) {
+    const DeferredReceive& deferred = deferred_receive_[i];
+    PortState* port = port_by_id_[deferred.port_id];
+    if (port == nullptr || deferred.queue >= port->config.port->queue_pairs())
+      continue;
+    vhost::VirtQueue& receive = port->config.port->receive_queue(deferred.queue);
+    ReceiveQueueGuard guard(receive, guest_notifications_);
+    if (guard)
+      receive.FlushDeferredNotification();
+  }
+  deferred_receive_count_ = 0;
+}
+
+void UplinkRelay::Worker::DeliverPending(uint32_t count, bool local, bool more_queued) {
   bool grouped[kBurst] = {};
   for (uint32_t first = 0; first < count; ++first) {
     if (grouped[first])
@@ -191,10 +208,22 @@ void UplinkRelay::Worker::DeliverPending(uint32_t count, bool local) {
       Drop(guard.busy() ? DropReason::kQueueBusy : DropReason::kPortNotReady, group_size);
       continue;
     }
-    // One used-index update and at most one guest interrupt per group.
+    // One used-index update and at most one guest interrupt per group; it
+    // may wait while more frames are at hand if the queue can be
+    // remembered for the flush (with the list full it is made now).
+    bool defer = false;
+    if (more_queued) {
+      uint32_t i = 0;
+      while (i < deferred_receive_count_ &&
+             (deferred_receive_[i].port_id != port_id || deferred_receive_[i].queue != queue))
+        ++i;
+      if (i == deferred_receive_count_ && i < kBurst)
+        deferred_receive_[deferred_receive_count_++] = {port_id, queue};
+      defer = i < deferred_receive_count_;
+    }
     const std::atomic<uint64_t>& too_large = receive.counters().dropped_too_large;
     const uint64_t too_large_before = too_large.load(std::memory_order_relaxed);
-    const uint16_t consumed = receive.EnqueueReceive(std::span(group_, group_size));
+    const uint16_t consumed = receive.EnqueueReceive(std::span(group_, group_size), defer);
     // A frame larger than every buffer the guest can give (no mergeable
     // buffers, or fewer than it needs) is consumed by the queue but never
     // delivered: the relay counts it as frame_too_large, the MTU drop.

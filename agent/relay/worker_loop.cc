@@ -160,8 +160,12 @@ void UplinkRelay::Worker::Run() {
     const auto now = std::chrono::steady_clock::now();
     now_seconds_ = relay_.SecondsAt(now);
     uint32_t work = 0;
-    for (auto& socket : sockets_)
-      work += ServeUplinkQueue(*socket);
+    bool uplink_backlog = false;  // a socket gave a full batch: more may wait
+    for (auto& socket : sockets_) {
+      const uint32_t received = ServeUplinkQueue(*socket);
+      uplink_backlog |= received == kBurst;
+      work += received;
+    }
     work += ServeGroupFrames();
     uint64_t guest_frames = 0;
     bool guest_backlog = false;  // a guest queue gave a full burst: more may wait
@@ -173,6 +177,10 @@ void UplinkRelay::Worker::Run() {
         guest_frames += frames;
       }
     }
+    // The uplink is drained: the guest interrupts that full batches left
+    // waiting are due (a round before a sleep always gets here).
+    if (!uplink_backlog && deferred_receive_count_ > 0)
+      FlushDeferredReceive();
     fdb_reader_->End();
     fdb_snapshot_ = nullptr;
     Increment(guest_tx_frames_, guest_frames);
@@ -209,8 +217,9 @@ void UplinkRelay::Worker::Run() {
         [this] { return ArmNotifications(); }, [this] { DisarmNotifications(); }, transmit_pending);
   }
   // Stopping (the relay is being replaced or removed; its ports may live
-  // on): no guest is left waiting for a transmit interrupt a full burst
-  // deferred (ServeGuestTransmit).
+  // on): no guest is left waiting for an interrupt a full batch or burst
+  // deferred.
+  FlushDeferredReceive();
   for (PortState* port : active_ports_) {
     const uint16_t pairs = port->config.port->queue_pairs();
     for (uint16_t q = FirstOwnedTransmitQueue(port->id); q < pairs; q += worker_count_) {

@@ -922,6 +922,10 @@ void WriteAt(const HostSegment* segments, uint32_t count, uint64_t offset, const
 }  // namespace
 
 uint16_t VirtQueue::EnqueueReceive(std::span<const ReceiveFrame> frames) {
+  return EnqueueReceive(frames, /*more_queued=*/false);
+}
+
+uint16_t VirtQueue::EnqueueReceive(std::span<const ReceiveFrame> frames, bool more_queued) {
   if (!ready_)
     return 0;
   QueueError error = QueueError::kNone;
@@ -1112,8 +1116,13 @@ uint16_t VirtQueue::EnqueueReceive(std::span<const ReceiveFrame> frames) {
     last_avail_idx_ = slot;
     avail_wrap_ = wrap;
   }
-  if (shadow_count_ > 0) {
-    FlushUsed();
+  // The interrupt may wait while more frames are at hand, unless the ring
+  // ran out of buffers: then the guest must run to post more.
+  deferred_completions_ += shadow_count_;
+  FlushUsed();
+  if (deferred_completions_ > 0 &&
+      (!more_queued || consumed < frames.size() || deferred_completions_ >= size_ / 2)) {
+    deferred_completions_ = 0;
     NotifyDriver();
   }
   Increment(counters_.packets, delivered);

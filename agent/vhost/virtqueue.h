@@ -139,8 +139,9 @@ class VirtQueue {
   // guest's vCPU that costs the back-end about as much as relaying tens of
   // frames (docs/bench/relay.md).
   bool CompleteTransmit(const TransmitBurst& burst, uint16_t count, bool more_queued);
-  // Decides the interrupt that completions left waiting (above); true if
-  // it interrupted the driver. Cheap when nothing waits.
+  // Decides the interrupt that completions left waiting (above, and
+  // EnqueueReceive's); true if it interrupted the driver. Cheap when
+  // nothing waits.
   bool FlushDeferredNotification();
 
   // Copies frames into guest receive buffers (mergeable when negotiated),
@@ -151,6 +152,13 @@ class VirtQueue {
   // frames were consumed (delivered or dropped); the rest did not fit into
   // the available buffers.
   uint16_t EnqueueReceive(std::span<const ReceiveFrame> frames);
+  // The same for a caller with more frames for this queue at hand (its
+  // source gave it a full batch): with `more_queued` the interrupt waits as
+  // CompleteTransmit's does, until a burst without it, half a ring, a burst
+  // that does not fit whole (the guest must drain the ring to take more),
+  // or FlushDeferredNotification, which the caller must call once its
+  // source is drained.
+  uint16_t EnqueueReceive(std::span<const ReceiveFrame> frames, bool more_queued);
 
   // Notification suppression. Disable while polling (the driver does not
   // kick); Enable before blocking on kick_fd(): returns true if buffers

@@ -427,6 +427,70 @@ TEST_F(SplitQueueTest, RestartForgetsDeferredCompletions) {
   EXPECT_EQ(DrainEventFd(tx_call_), 0u);
 }
 
+TEST_F(SplitQueueTest, DeferredReceiveInterruptWaitsForTheLastBatch) {
+  Start();  // flags 0: the driver wants interrupts
+  for (int i = 0; i < 6; ++i)
+    rx_.Add({Writable(ram_, 256)});
+  std::string payload = "frame";
+  HostSegment segment{reinterpret_cast<std::byte*>(payload.data()),
+                      static_cast<uint32_t>(payload.size())};
+  const ReceiveFrame frame{nullptr, std::span(&segment, 1), static_cast<uint32_t>(payload.size())};
+  const ReceiveFrame two[] = {frame, frame};
+  ASSERT_EQ(rx().EnqueueReceive(std::span(two), /*more_queued=*/true), 2);
+  EXPECT_EQ(DrainEventFd(rx_call_), 0u) << "more frames are at hand: the interrupt waits";
+  EXPECT_EQ(rx_.TakeUsed().size(), 2u) << "the frames are in the used ring at once";
+  ASSERT_EQ(rx().EnqueueReceive(std::span(&frame, 1), /*more_queued=*/false), 1);
+  EXPECT_EQ(DrainEventFd(rx_call_), 1u) << "the last batch interrupts, once for all three";
+  // Deferred, then the caller's source is drained: the flush interrupts.
+  ASSERT_EQ(rx().EnqueueReceive(std::span(&frame, 1), /*more_queued=*/true), 1);
+  EXPECT_EQ(DrainEventFd(rx_call_), 0u);
+  EXPECT_TRUE(rx().FlushDeferredNotification());
+  EXPECT_EQ(DrainEventFd(rx_call_), 1u);
+  EXPECT_FALSE(rx().FlushDeferredNotification());
+  // A caller that never defers is interrupted per burst, as before.
+  ASSERT_EQ(rx().EnqueueReceive(std::span(&frame, 1)), 1);
+  EXPECT_EQ(DrainEventFd(rx_call_), 1u);
+}
+
+TEST_F(SplitQueueTest, DeferredReceiveInterruptIsMadeWhenTheRingRunsOut) {
+  Start();
+  rx_.Add({Writable(ram_, 256)});
+  rx_.Add({Writable(ram_, 256)});
+  std::string payload = "frame";
+  HostSegment segment{reinterpret_cast<std::byte*>(payload.data()),
+                      static_cast<uint32_t>(payload.size())};
+  const ReceiveFrame frame{nullptr, std::span(&segment, 1), static_cast<uint32_t>(payload.size())};
+  ASSERT_EQ(rx().EnqueueReceive(std::span(&frame, 1), /*more_queued=*/true), 1);
+  EXPECT_EQ(DrainEventFd(rx_call_), 0u);
+  // Two frames, one buffer left: the guest must run to post more, so the
+  // interrupt is made even though more frames are at hand.
+  const ReceiveFrame two[] = {frame, frame};
+  ASSERT_EQ(rx().EnqueueReceive(std::span(two), /*more_queued=*/true), 1);
+  EXPECT_EQ(DrainEventFd(rx_call_), 1u);
+  // No buffer at all, with earlier entries waiting: the same.
+  rx_.Add({Writable(ram_, 256)});
+  ASSERT_EQ(rx().EnqueueReceive(std::span(&frame, 1), /*more_queued=*/true), 1);
+  EXPECT_EQ(DrainEventFd(rx_call_), 0u);
+  ASSERT_EQ(rx().EnqueueReceive(std::span(&frame, 1), /*more_queued=*/true), 0);
+  EXPECT_EQ(DrainEventFd(rx_call_), 1u);
+  EXPECT_FALSE(rx().FlushDeferredNotification());
+}
+
+TEST_F(SplitQueueTest, DeferredReceiveInterruptsOncePerHalfRing) {
+  Start();
+  for (int i = 0; i < kRingSize; ++i)
+    rx_.Add({Writable(ram_, 256)});
+  std::string payload = "frame";
+  HostSegment segment{reinterpret_cast<std::byte*>(payload.data()),
+                      static_cast<uint32_t>(payload.size())};
+  const ReceiveFrame frame{nullptr, std::span(&segment, 1), static_cast<uint32_t>(payload.size())};
+  const ReceiveFrame four[] = {frame, frame, frame, frame};
+  ASSERT_EQ(rx().EnqueueReceive(std::span(four), /*more_queued=*/true), 4);
+  EXPECT_EQ(DrainEventFd(rx_call_), 0u);
+  ASSERT_EQ(rx().EnqueueReceive(std::span(four), /*more_queued=*/true), 4);
+  EXPECT_EQ(DrainEventFd(rx_call_), 1u) << "8 of 16 entries used since the last decision";
+}
+
 TEST_F(SplitQueueTest, ResumesFromVringBase) {
   Start();
   tx_.Add({Put(ram_, Header(VirtioNetHeader{}) + "1")});

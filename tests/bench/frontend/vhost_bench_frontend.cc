@@ -14,6 +14,10 @@
 //              every 20 ms, buffers reposted)
 // --poll event (default) blocks on the call eventfds when there is nothing to
 // do, as a guest driver with interrupts would; --poll busy never sleeps.
+// --wait-ms N (default 20) bounds a receiving front-end's sleep: with a long
+// one it wakes for interrupts only, so a frame the back-end delivers without
+// the interrupt the driver asked for stays unread (tests); the stats file is
+// rewritten before such a sleep.
 // Counters go to --stats-file (key=value, rewritten every 100 ms, with the
 // monotonic time in ns) so a harness can take rates over its own window.
 // --guest-features csum,hash-report also negotiates GUEST_CSUM and
@@ -80,6 +84,7 @@ struct Options {
   bool guest_csum = false;   // negotiate GUEST_CSUM (the back-end may mark DATA_VALID)
   bool hash_report = false;  // negotiate HASH_REPORT
   std::string header_log;
+  int wait_ms = 20;  // longest sleep of a receiving front-end without an interrupt
 };
 
 bool ParseMac(const char* text, uint8_t (&mac)[6]) {
@@ -435,6 +440,8 @@ Options Parse(int argc, char** argv) {
       options.stats_file = value();
     else if (flag == "--cpu")
       options.cpu = std::atoi(value());
+    else if (flag == "--wait-ms")
+      options.wait_ms = std::atoi(value());
     else if (flag == "--guest-features") {
       const std::string_view list = value();
       options.guest_csum = list.find("csum") != std::string_view::npos;
@@ -466,6 +473,8 @@ Options Parse(int argc, char** argv) {
     Fail("--gso-payload-bytes must keep the IP datagram under 64 KiB");
   if (options.queue_size == 0 || (options.queue_size & (options.queue_size - 1)) != 0)
     Fail("--queue-size must be a power of two");
+  if (options.wait_ms < 1 || options.wait_ms > 3'600'000)
+    Fail("--wait-ms must be 1..3600000");
   return options;
 }
 
@@ -607,14 +616,19 @@ int main(int argc, char** argv) {
       idle &= first.TransmitFull();
     }
     if (idle) {
-      timespec timeout{0, 20'000'000};
+      timespec timeout{options.wait_ms / 1000, (options.wait_ms % 1000) * 1'000'000L};
+      if (options.wait_ms > 100 && !options.stats_file.empty()) {
+        // A long sleep: what was received so far must be readable meanwhile.
+        WriteStats(options, ports, sleeps);
+        next_stats_ns = NowNs() + 100'000'000;
+      }
       if (transmits && !blocked_on_ring && options.rate_mpps > 0) {
         // Paced and ahead of schedule: wake for the next frame's time.
         const double next_ns = static_cast<double>(sent + 1) * 1000.0 / options.rate_mpps;
         const double wait_ns = next_ns - static_cast<double>(NowNs() - start_ns);
-        timeout.tv_nsec = static_cast<long>(std::clamp(wait_ns, 0.0, 1e6));
+        timeout = timespec{0, static_cast<long>(std::clamp(wait_ns, 0.0, 1e6))};
       } else if (transmits) {
-        timeout.tv_nsec = 1'000'000;
+        timeout = timespec{0, 1'000'000};
       }
       WaitForCalls({receiver.call_fd(true), first.call_fd(false)}, timeout);
     }
