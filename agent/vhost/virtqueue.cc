@@ -811,8 +811,12 @@ bool VirtQueue::FlushDeferredNotification() {
 }
 
 bool VirtQueue::CompleteTransmit(const TransmitBurst& burst, uint16_t count, bool more_queued) {
-  if (count == 0 || !ready_)
-    return false;
+  if (count == 0 || !ready_) {
+    // Nothing completed (the caller could not take the burst): whatever
+    // earlier bursts left waiting is decided now rather than when the
+    // caller can go on, which may be much later.
+    return !more_queued && FlushDeferredNotification();
+  }
   uint64_t bytes = 0;
   uint64_t malformed = 0;
   for (uint16_t i = 0; i < count; ++i) {

@@ -362,6 +362,20 @@ TEST_F(SplitQueueTest, DeferredTransmitInterruptWaitsUntilTheQueueDrains) {
   EXPECT_EQ(DrainEventFd(tx_call_), 0u);
 }
 
+TEST_F(SplitQueueTest, DeferredTransmitInterruptIsMadeWhenNothingMoreCompletes) {
+  Start();
+  TransmitBurst burst;
+  ASSERT_EQ(QueueAndPeek(tx_, ram_, tx(), burst, 2), 2);
+  EXPECT_FALSE(tx().CompleteTransmit(burst, 2, /*more_queued=*/true));
+  EXPECT_EQ(DrainEventFd(tx_call_), 0u);
+  // The next burst is peeked but the caller can take none of it (its
+  // uplink is full, say): the waiting interrupt is made now.
+  ASSERT_EQ(QueueAndPeek(tx_, ram_, tx(), burst, 1), 1);
+  EXPECT_TRUE(tx().CompleteTransmit(burst, 0, /*more_queued=*/false));
+  EXPECT_EQ(DrainEventFd(tx_call_), 1u);
+  EXPECT_EQ(tx_.used()->idx, 2) << "the untaken frame stays with the device";
+}
+
 TEST_F(SplitQueueTest, DeferredTransmitInterruptsOncePerHalfRing) {
   Start();
   TransmitBurst burst;
