@@ -44,6 +44,7 @@ class RelayProcess {
       dup2(log, STDOUT_FILENO);
       dup2(log, STDERR_FILENO);
       std::vector<char*> argv;
+      argv.reserve(arguments.size() + 1);
       for (std::string& argument : arguments)
         argv.push_back(argument.data());
       argv.push_back(nullptr);
@@ -106,7 +107,7 @@ class RelayProcess {
       const bool loss = key.rfind("drop.", 0) == 0 || key == "kernel.rx_dropped" ||
                         key == "kernel.rx_ring_full" || key == "kernel.tx_invalid";
       if (loss && value != "0")
-        out += key + "=" + value + " ";
+        out.append(key).append("=").append(value).append(" ");
     }
     return out;
   }
