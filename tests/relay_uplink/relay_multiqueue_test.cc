@@ -321,10 +321,22 @@ TEST_F(RelayMultiQueueTest, FloodingAndLearningWorkAcrossWorkers) {
   SendFromLabHost([](uint32_t index) { return FlowFrame(index % kFlows, kBehindVm2MacBytes); },
                   kUnicast, [&] { return vm1->PortStats().rx_packets; });
   EXPECT_EQ(vm1->PortStats().rx_packets - vm1_base, kUnicast);
-  const uint64_t worker0 =
-      relay.SettledCounter("worker.0.uplink_rx_frames", worker0_base + 1) - worker0_base;
-  const uint64_t worker1 =
-      relay.SettledCounter("worker.1.uplink_rx_frames", worker1_base + 1) - worker1_base;
+  // vm1 can count the last frames before the relay's next stats snapshot
+  // (every 20 ms, by a thread that competes with two polling workers and two
+  // polling VMs for 2 CPUs): wait until the two workers' counters add up.
+  uint64_t worker0 = 0, worker1 = 0;
+  WaitUntil(
+      [&] {
+        const auto stats = relay.Stats();
+        auto value = [&](const std::string& key) {
+          const auto it = stats.find(key);
+          return it == stats.end() ? uint64_t{0} : std::stoull(it->second);
+        };
+        worker0 = value("worker.0.uplink_rx_frames") - worker0_base;
+        worker1 = value("worker.1.uplink_rx_frames") - worker1_base;
+        return worker0 + worker1 >= kUnicast;
+      },
+      seconds(5));
   EXPECT_GT(worker0, 0u);
   EXPECT_GT(worker1, 0u);
   EXPECT_EQ(worker0 + worker1, kUnicast) << "frames for the learned MAC not all steered by XDP";
