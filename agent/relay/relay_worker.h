@@ -38,6 +38,19 @@ class UplinkRelay::Worker {
     return static_cast<uint16_t>((index_ + worker_count_ - port_id % worker_count_) %
                                  worker_count_);
   }
+  // Calls fn(queue) for every guest transmit queue this worker owns, each
+  // under its burst lock (a queue the control thread holds is skipped).
+  template <typename Fn>
+  void ForEachOwnedTransmitQueueLocked(Fn&& fn) {
+    for (PortState* port : active_ports_) {
+      const uint16_t pairs = port->config.port->queue_pairs();
+      for (uint16_t q = FirstOwnedTransmitQueue(port->id); q < pairs; q += worker_count_) {
+        vhost::VirtQueue& transmit = port->config.port->transmit_queue(q);
+        if (vhost::BurstGuard guard(transmit); guard)
+          fn(transmit);
+      }
+    }
+  }
 
   void Start() {
     thread_ = std::thread([this] { Run(); });

@@ -120,26 +120,14 @@ void UplinkRelay::Worker::AddWaitSources(vhost::IdleWaiter::WaitSet& wait_set) {
 
 bool UplinkRelay::Worker::ArmNotifications() {
   bool work = false;
-  for (PortState* port : active_ports_) {
-    const uint16_t pairs = port->config.port->queue_pairs();
-    for (uint16_t q = FirstOwnedTransmitQueue(port->id); q < pairs; q += worker_count_) {
-      vhost::VirtQueue& transmit = port->config.port->transmit_queue(q);
-      if (vhost::BurstGuard guard(transmit); guard)
-        work |= transmit.EnableNotifications();
-    }
-  }
+  ForEachOwnedTransmitQueueLocked(
+      [&](vhost::VirtQueue& transmit) { work |= transmit.EnableNotifications(); });
   return !work;
 }
 
 void UplinkRelay::Worker::DisarmNotifications() {
-  for (PortState* port : active_ports_) {
-    const uint16_t pairs = port->config.port->queue_pairs();
-    for (uint16_t q = FirstOwnedTransmitQueue(port->id); q < pairs; q += worker_count_) {
-      vhost::VirtQueue& transmit = port->config.port->transmit_queue(q);
-      if (vhost::BurstGuard guard(transmit); guard)
-        transmit.DisableNotifications();
-    }
-  }
+  ForEachOwnedTransmitQueueLocked(
+      [](vhost::VirtQueue& transmit) { transmit.DisableNotifications(); });
 }
 
 void UplinkRelay::Worker::Run() {
@@ -220,14 +208,8 @@ void UplinkRelay::Worker::Run() {
   // on): no guest is left waiting for an interrupt a full batch or burst
   // deferred.
   FlushDeferredReceive();
-  for (PortState* port : active_ports_) {
-    const uint16_t pairs = port->config.port->queue_pairs();
-    for (uint16_t q = FirstOwnedTransmitQueue(port->id); q < pairs; q += worker_count_) {
-      vhost::VirtQueue& transmit = port->config.port->transmit_queue(q);
-      if (vhost::BurstGuard guard(transmit); guard)
-        transmit.FlushDeferredNotification();
-    }
-  }
+  ForEachOwnedTransmitQueueLocked(
+      [](vhost::VirtQueue& transmit) { transmit.FlushDeferredNotification(); });
 }
 
 }  // namespace xvio::relay
