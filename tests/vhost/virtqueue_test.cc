@@ -70,6 +70,11 @@ class SplitQueueTest : public ::testing::Test {
   }
   VirtQueue& rx() { return device_.queue(0); }
   VirtQueue& tx() { return device_.queue(1); }
+  // A 5-byte frame without header for receive tests; its bytes live in the
+  // fixture.
+  ReceiveFrame SmallFrame() {
+    return ReceiveFrame{nullptr, std::span(&small_segment_, 1), small_segment_.length_bytes};
+  }
 
   // Peeks a burst on the transmit queue and expects the queue to stop for `error`.
   void ExpectTransmitBreaks(QueueError error) {
@@ -88,6 +93,8 @@ class SplitQueueTest : public ::testing::Test {
   SplitRing tx_{ram_, kRingSize};
   int rx_call_ = -1;
   int tx_call_ = -1;
+  char small_payload_[5] = {'f', 'r', 'a', 'm', 'e'};
+  HostSegment small_segment_{reinterpret_cast<std::byte*>(small_payload_), sizeof small_payload_};
 };
 
 TEST_F(SplitQueueTest, TransmitCarriesHeaderAndDataAcrossDescriptors) {
@@ -445,10 +452,7 @@ TEST_F(SplitQueueTest, DeferredReceiveInterruptWaitsForTheLastBatch) {
   Start();  // flags 0: the driver wants interrupts
   for (int i = 0; i < 6; ++i)
     rx_.Add({Writable(ram_, 256)});
-  std::string payload = "frame";
-  HostSegment segment{reinterpret_cast<std::byte*>(payload.data()),
-                      static_cast<uint32_t>(payload.size())};
-  const ReceiveFrame frame{nullptr, std::span(&segment, 1), static_cast<uint32_t>(payload.size())};
+  const ReceiveFrame frame = SmallFrame();
   const ReceiveFrame two[] = {frame, frame};
   ASSERT_EQ(rx().EnqueueReceive(std::span(two), /*more_queued=*/true), 2);
   EXPECT_EQ(DrainEventFd(rx_call_), 0u) << "more frames are at hand: the interrupt waits";
@@ -470,10 +474,7 @@ TEST_F(SplitQueueTest, DeferredReceiveInterruptIsMadeWhenTheRingRunsOut) {
   Start();
   rx_.Add({Writable(ram_, 256)});
   rx_.Add({Writable(ram_, 256)});
-  std::string payload = "frame";
-  HostSegment segment{reinterpret_cast<std::byte*>(payload.data()),
-                      static_cast<uint32_t>(payload.size())};
-  const ReceiveFrame frame{nullptr, std::span(&segment, 1), static_cast<uint32_t>(payload.size())};
+  const ReceiveFrame frame = SmallFrame();
   ASSERT_EQ(rx().EnqueueReceive(std::span(&frame, 1), /*more_queued=*/true), 1);
   EXPECT_EQ(DrainEventFd(rx_call_), 0u);
   // Two frames, one buffer left: the guest must run to post more, so the
@@ -494,10 +495,7 @@ TEST_F(SplitQueueTest, DeferredReceiveInterruptsOncePerHalfRing) {
   Start();
   for (int i = 0; i < kRingSize; ++i)
     rx_.Add({Writable(ram_, 256)});
-  std::string payload = "frame";
-  HostSegment segment{reinterpret_cast<std::byte*>(payload.data()),
-                      static_cast<uint32_t>(payload.size())};
-  const ReceiveFrame frame{nullptr, std::span(&segment, 1), static_cast<uint32_t>(payload.size())};
+  const ReceiveFrame frame = SmallFrame();
   const ReceiveFrame four[] = {frame, frame, frame, frame};
   ASSERT_EQ(rx().EnqueueReceive(std::span(four), /*more_queued=*/true), 4);
   EXPECT_EQ(DrainEventFd(rx_call_), 0u);
